@@ -28,8 +28,36 @@ def tiny_config(output_dir, **train) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
+    import tfsent.evaluate
+
     cfg = tiny_config(tmp_path_factory.mktemp("runs") / "demo")
-    return cfg, fit(cfg)
+    passes = []
+    predict = tfsent.evaluate.predict_logits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfsent.evaluate, "predict_logits",
+                   lambda model, ds: passes.append(1) or predict(model, ds))
+        metrics = fit(cfg)
+    metrics["_prediction_passes"] = len(passes)
+    return cfg, metrics
+
+
+def test_validation_is_scored_once_per_epoch_and_reused_for_the_final_metrics(finished_run):
+    cfg, metrics = finished_run
+    from pathlib import Path
+
+    # 3 epochs + the test split: the best epoch's validation predictions are not made again.
+    assert metrics["_prediction_passes"] == 3 + 1
+    with open(Path(cfg.train.output_dir) / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    val_accuracy = [float(r["val_accuracy"]) for r in rows]
+    best_epoch = val_accuracy.index(max(val_accuracy))  # the first of equals, as Keras keeps
+    assert metrics["validation"]["accuracy"] == pytest.approx(max(val_accuracy))
+    assert metrics["validation"]["loss"] == pytest.approx(float(rows[best_epoch]["val_loss"]))
+    assert metrics["validation"]["f1_macro"] == pytest.approx(
+        float(rows[best_epoch]["val_f1_macro"]))
+    best = json.loads((Path(cfg.train.output_dir) / "checkpoints/best.json").read_text())
+    assert best == {"monitor": "val_accuracy", "value": pytest.approx(max(val_accuracy)),
+                    "epoch": best_epoch}
 
 
 def test_run_directory_holds_everything_of_the_run(finished_run):
@@ -91,11 +119,19 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
         fit(cfg, [Interrupt()])
     assert (tmp_path / "run" / "backup").is_dir()
     assert not (tmp_path / "run" / "metrics.json").exists()
+    before = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert before["epoch"] in (0, 1)
     epochs = Epochs()
-    fit(cfg, [epochs])
+    metrics = fit(cfg, [epochs])
     assert epochs.seen == [2, 3]
     with open(tmp_path / "run" / "history.csv") as f:
-        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    # The best checkpoint is the best of all four epochs, not only of those after the resume.
+    val_accuracy = [float(r["val_accuracy"]) for r in rows]
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert best["epoch"] == val_accuracy.index(max(val_accuracy))
+    assert metrics["validation"]["accuracy"] == pytest.approx(max(val_accuracy))
 
 
 def test_multiclass_csv_with_string_labels(tmp_path):

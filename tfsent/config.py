@@ -122,7 +122,10 @@ class TrainConfig:
     )
     monitor: str = field(
         default="val_accuracy",
-        metadata={"help": "Validation metric that picks the best checkpoint and early stopping."},
+        metadata={
+            "help": "Metric that picks the best checkpoint and early stopping.",
+            "choices": ("val_accuracy", "val_loss", "val_f1_macro", "accuracy", "loss"),
+        },
     )
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many epochs without improvement."}

@@ -126,9 +126,57 @@ def plot_training_curves(history_csv: str | Path, path: str | Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def evaluate_split(model, dataset, label_names: Sequence[str], run_dir: Path,
-                   split: str) -> dict[str, Any]:
-    labels, logits = predict_logits(model, dataset)
+# What the validation callback adds to each epoch's logs (and so what --monitor can name).
+EPOCH_METRICS = ("loss", "accuracy", "f1_macro")
+
+
+def validation_scores(dataset: tf.data.Dataset, label_names: Sequence[str], monitor: str,
+                      best: float | None = None, best_file: Path | None = None):
+    """A Keras callback that scores ``dataset`` at the end of every epoch, instead of
+    ``fit(validation_data=...)``.
+
+    It puts ``val_loss``, ``val_accuracy`` and ``val_f1_macro`` into the epoch's logs, so the
+    callbacks after it (ModelCheckpoint, EarlyStopping, TensorBoard, CSVLogger, History) see them,
+    and it keeps the labels and logits of the best epoch by ``monitor`` with ModelCheckpoint's
+    rule (strictly better than ``best``). The final evaluation reuses them rather than making a
+    second pass over the validation split. ``best_file`` records the best value so a resumed
+    run starts from it.
+    """
+    import tf_keras
+
+    better = np.less if monitor.endswith("loss") else np.greater
+
+    class ValidationScores(tf_keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = best
+            self.best_predictions: tuple[np.ndarray, np.ndarray] | None = None
+
+        def on_epoch_end(self, epoch, logs=None):
+            labels, logits = predict_logits(self.model, dataset)
+            metrics = compute_metrics(labels, logits, label_names)
+            scores = {f"val_{name}": metrics[name] for name in EPOCH_METRICS}
+            if logs is not None:
+                logs.update(scores)
+            current = scores.get(monitor, (logs or {}).get(monitor))
+            if current is None or np.isnan(current):  # ModelCheckpoint skips NaN too
+                return
+            if self.best is None or better(current, self.best):
+                self.best, self.best_predictions = current, (labels, logits)
+                if best_file is not None:
+                    best_file.write_text(json.dumps({"monitor": monitor, "value": current,
+                                                     "epoch": epoch}) + "\n")
+
+    return ValidationScores()
+
+
+def evaluate_split(model, dataset, label_names: Sequence[str], run_dir: Path, split: str,
+                   predictions: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """Metrics of one split, and its confusion matrix plotted into ``run_dir``.
+
+    ``predictions`` (labels, logits) already made by this model skip the pass over ``dataset``.
+    """
+    labels, logits = predict_logits(model, dataset) if predictions is None else predictions
     metrics = compute_metrics(labels, logits, label_names)
     suffix = "" if split == "validation" else f"_{split}"
     plot_confusion_matrix(metrics["confusion_matrix"], label_names,

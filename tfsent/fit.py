@@ -47,7 +47,7 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
     import tf_keras
 
     from tfsent.data import load_splits
-    from tfsent.evaluate import evaluate_split, plot_training_curves
+    from tfsent.evaluate import evaluate_split, plot_training_curves, validation_scores
     from tfsent.features import encode, make_dataset
     from tfsent.model import (
         TINY,
@@ -103,13 +103,21 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
         tokenizer.save_pretrained(run_dir / "tokenizer")
         best_weights = run_dir / "checkpoints" / "best.weights.h5"
         best_weights.parent.mkdir(exist_ok=True)
-        mode = "min" if "loss" in t.monitor else "max"
+        best_file = run_dir / "checkpoints" / "best.json"
+        # A resumed run keeps the best score of the epochs before the interrupt (Keras'
+        # ModelCheckpoint would start again from nothing and overwrite the best weights).
+        best = (json.loads(best_file.read_text())["value"]
+                if resuming and best_weights.exists() and best_file.exists() else None)
+        mode = "min" if t.monitor.endswith("loss") else "max"
+        scores = validation_scores(valid_ds, splits.label_names, t.monitor, best, best_file)
         callbacks = [
+            scores,  # first: it adds the val_ metrics the callbacks after it read
             tf_keras.callbacks.BackupAndRestore(
                 str(run_dir / "backup"), save_freq=t.backup_every_steps or "epoch"
             ),
             tf_keras.callbacks.ModelCheckpoint(str(best_weights), monitor=t.monitor, mode=mode,
-                                               save_best_only=True, save_weights_only=True),
+                                               save_best_only=True, save_weights_only=True,
+                                               initial_value_threshold=best),
             tf_keras.callbacks.TensorBoard(str(run_dir / "logs")),
             tf_keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         ]
@@ -117,10 +125,11 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
             callbacks.append(tf_keras.callbacks.EarlyStopping(
                 monitor=t.monitor, mode=mode, patience=t.early_stopping_patience))
         callbacks += extra_callbacks or []
+        if t.verbose:  # Keras would put its progress bar first, before the val_ metrics exist
+            callbacks.append(tf_keras.callbacks.ProgbarLogger(count_mode="steps"))
 
         started = time.perf_counter()
-        history = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs,
-                            callbacks=callbacks, verbose=t.verbose)
+        history = model.fit(train_ds, epochs=t.epochs, callbacks=callbacks, verbose=t.verbose)
         seconds = time.perf_counter() - started
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # Keras leaves the empty folder
 
@@ -128,8 +137,12 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
         model.load_weights(str(best_weights))
     model.save_pretrained(run_dir / "model")
 
+    # The best epoch's predictions are those of the weights just loaded. None when no epoch
+    # since a resume beat the best before it: then the validation split is scored again.
+    predictions = scores.best_predictions
     metrics: dict[str, Any] = {
-        "validation": evaluate_split(model, valid_ds, splits.label_names, run_dir, "validation"),
+        "validation": evaluate_split(model, valid_ds, splits.label_names, run_dir, "validation",
+                                     predictions),
         "train_seconds": seconds,
         "train_examples_per_second": len(train) * len(history.epoch) / seconds,
         "precision_policy": policy,
