@@ -257,6 +257,13 @@ def test_empty_batch():
     assert out["input_ids"].shape[0] == 0
 
 
+def test_a_request_of_no_texts_gets_empty_outputs(session):
+    got = run_signature(session, "serving_default", {"text": np.array([], dtype=object)})
+    assert got["probabilities"].shape == (0, 2)
+    assert got["label"].shape == got["label_id"].shape == (0,)
+    assert got["classes"].shape == (0, 2)
+
+
 def test_exported_probabilities_equal_the_keras_model(session, keras_model):
     hf = tiny_tokenizer(lowercase=True)
     ids = pad(hf_rows(hf, TEXTS, MAX_LENGTH, "head+tail"))

@@ -312,8 +312,11 @@ def sentiment_module_class() -> type:
                                  "token_type_ids": token_type_ids})
 
         def predict(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-            # int32 as in training (tfsent.features); the ids fit easily.
-            features = {k: tf.cast(inputs[k], tf.int32) for k in MODEL_INPUTS}
+            # int32 as in training (tfsent.features); the ids fit easily. A request of no rows
+            # tokenizes to zero width, which BERT's attention cannot multiply: pad it to one.
+            width = tf.shape(inputs["input_ids"])[1]
+            grow = [[0, 0], [0, tf.maximum(1 - width, 0)]]
+            features = {k: tf.pad(tf.cast(inputs[k], tf.int32), grow) for k in MODEL_INPUTS}
             logits = tf.cast(self._logits(features), tf.float32)
             label_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
             batch = tf.shape(logits)[0]
