@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -43,8 +44,6 @@ def finished_run(tmp_path_factory):
 
 def test_validation_is_scored_once_per_epoch_and_reused_for_the_final_metrics(finished_run):
     cfg, metrics = finished_run
-    from pathlib import Path
-
     # 3 epochs + the test split: the best epoch's validation predictions are not made again.
     assert metrics["_prediction_passes"] == 3 + 1
     with open(Path(cfg.train.output_dir) / "history.csv") as f:
@@ -62,10 +61,7 @@ def test_validation_is_scored_once_per_epoch_and_reused_for_the_final_metrics(fi
 
 def test_run_directory_holds_everything_of_the_run(finished_run):
     cfg, metrics = finished_run
-    run = cfg.train.output_dir
-    from pathlib import Path
-
-    run = Path(run)
+    run = Path(cfg.train.output_dir)
     for name in ("config.json", "tokenizer/vocab.txt", "model/tf_model.h5", "model/config.json",
                  "history.csv", "metrics.json", "confusion_matrix.png", "training_curves.png",
                  "checkpoints/best.weights.h5"):

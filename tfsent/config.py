@@ -24,6 +24,14 @@ from tfsent.errors import OneLineArgumentParser, fail
 
 Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "tail", "head+tail")
+# What the validation callback adds to each epoch's logs as ``val_<name>``.
+EPOCH_METRICS: tuple[str, ...] = ("accuracy", "loss", "f1_macro")
+MONITORS: tuple[str, ...] = (*(f"val_{m}" for m in EPOCH_METRICS), "accuracy", "loss")
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"min"`` for losses, ``"max"`` for the rest: Keras' ``mode`` for ``--monitor``."""
+    return "min" if monitor.endswith("loss") else "max"
 
 
 @dataclass
@@ -124,7 +132,7 @@ class TrainConfig:
         default="val_accuracy",
         metadata={
             "help": "Metric that picks the best checkpoint and early stopping.",
-            "choices": ("val_accuracy", "val_loss", "val_f1_macro", "accuracy", "loss"),
+            "choices": MONITORS,
         },
     )
     early_stopping_patience: int | None = field(

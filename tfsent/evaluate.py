@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tfsent.config import EPOCH_METRICS, monitor_mode
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
 
 if TYPE_CHECKING:
@@ -126,10 +127,6 @@ def plot_training_curves(history_csv: str | Path, path: str | Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-# What the validation callback adds to each epoch's logs (and so what --monitor can name).
-EPOCH_METRICS = ("loss", "accuracy", "f1_macro")
-
-
 def validation_scores(dataset: tf.data.Dataset, label_names: Sequence[str], monitor: str,
                       best: float | None = None, best_file: Path | None = None):
     """A Keras callback that scores ``dataset`` at the end of every epoch, instead of
@@ -144,7 +141,7 @@ def validation_scores(dataset: tf.data.Dataset, label_names: Sequence[str], moni
     """
     import tf_keras
 
-    better = np.less if monitor.endswith("loss") else np.greater
+    better = np.less if monitor_mode(monitor) == "min" else np.greater
 
     class ValidationScores(tf_keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -155,10 +152,8 @@ def validation_scores(dataset: tf.data.Dataset, label_names: Sequence[str], moni
         def on_epoch_end(self, epoch, logs=None):
             labels, logits = predict_logits(self.model, dataset)
             metrics = compute_metrics(labels, logits, label_names)
-            scores = {f"val_{name}": metrics[name] for name in EPOCH_METRICS}
-            if logs is not None:
-                logs.update(scores)
-            current = scores.get(monitor, (logs or {}).get(monitor))
+            logs.update({f"val_{name}": metrics[name] for name in EPOCH_METRICS})
+            current = logs.get(monitor)
             if current is None or np.isnan(current):  # ModelCheckpoint skips NaN too
                 return
             if self.best is None or better(current, self.best):

@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig, parse_args
+from tfsent.config import (
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    monitor_mode,
+    parse_args,
+)
 from tfsent.errors import fail, run_cli
 
 PRESETS = Path(__file__).parent / "presets"
@@ -108,7 +115,7 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
         # ModelCheckpoint would start again from nothing and overwrite the best weights).
         best = (json.loads(best_file.read_text())["value"]
                 if resuming and best_weights.exists() and best_file.exists() else None)
-        mode = "min" if t.monitor.endswith("loss") else "max"
+        mode = monitor_mode(t.monitor)
         scores = validation_scores(valid_ds, splits.label_names, t.monitor, best, best_file)
         callbacks = [
             scores,  # first: it adds the val_ metrics the callbacks after it read
