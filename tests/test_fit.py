@@ -94,6 +94,17 @@ def test_evaluate_cli_reproduces_the_saved_metrics(finished_run, capsys, tmp_pat
     assert "validation: accuracy" in capsys.readouterr().out
 
 
+def test_monitor_val_loss_keeps_the_epoch_of_lowest_validation_loss(tmp_path):
+    cfg = tiny_config(tmp_path / "run", monitor="val_loss", epochs=5)
+    metrics = fit(cfg)
+    with open(tmp_path / "run" / "history.csv") as f:
+        val_loss = [float(r["val_loss"]) for r in csv.DictReader(f)]
+    best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
+    assert best["monitor"] == "val_loss"
+    assert best["epoch"] == val_loss.index(min(val_loss))
+    assert metrics["validation"]["loss"] == pytest.approx(min(val_loss))
+
+
 class Interrupt(tf_keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == 2:
@@ -173,6 +184,7 @@ BAD_INPUTS = [
     (["--dataset", "demo", "--model", "/no/such/model"], "does not exist"),
     (["--dataset", "demo", "--epochs", "many"], "invalid int value"),
     (["--dataset", "demo", "--truncation", "middle"], "invalid choice"),
+    (["--dataset", "demo", "--monitor", "val_f1"], "invalid choice"),
     (["--config", "/no/such.yaml"], "config file"),
 ]
 
