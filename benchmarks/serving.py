@@ -3,7 +3,7 @@
 Serves an export (``--model-base-path``, default ``exported/tfsent``, as written by
 ``python -m benchmarks.accuracy``) with ``python -m tfsent.serve`` twice on loopback, server-side
 batching off and on (``--enable_batching --batching_parameters_file serving/batching.config``),
-and sends one review per request with ``tfsent.serving.client.SentimentClient`` from 1, 8 and 32
+and sends one review per request with ``tfsent.client.SentimentClient`` from 1, 8 and 32
 threads (one client each), over gRPC and REST. The in-process call of the same SavedModel's
 ``serving_default`` signature on the same reviews, from as many threads, is the limit the server
 is measured against: its overhead is the ratio of latencies (and of throughputs).
@@ -90,10 +90,10 @@ def running_servers(base_path: Path, model_name: str,
                     batching_file: str) -> Iterator[dict[str, Any]]:
     """Both servers (batching off and on) on free loopback ports, stopped (SIGTERM) on exit.
 
-    Started with the tests' launcher, ``tests.server_process.start_server``, which waits until
+    Started with the tests' launcher, ``tfsent.model_server.process.start_server``, which waits until
     the model is AVAILABLE.
     """
-    from tests.server_process import start_server
+    from tfsent.model_server.process import start_server
 
     with contextlib.ExitStack() as stack:
         servers = {}
@@ -177,7 +177,7 @@ def in_process_caller(base_path: Path) -> tuple[Callable[[], Callable[[str], Any
 
 
 def client_caller(address: str, model_name: str) -> Callable[[], Callable[[str], Any]]:
-    from tfsent.serving.client import SentimentClient
+    from tfsent.client import SentimentClient
 
     def make() -> Callable[[str], Any]:
         client = SentimentClient(address, model_name=model_name, retries=0, timeout=60)

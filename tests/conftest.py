@@ -54,7 +54,7 @@ def tiny_export(tmp_path_factory) -> Path:
 def served_version(tiny_export) -> Path:
     """The version folder the server under test serves: the tiny export, or, when the tests run
     against a real TF Serving (TFSENT_TEST_GRPC/REST), the folder TFSENT_TEST_SAVED_MODEL names."""
-    from tests.server_process import external_addresses
+    from tfsent.model_server.process import external_addresses
 
     if external_addresses() is None:
         return tiny_export

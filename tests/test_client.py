@@ -1,7 +1,7 @@
 """SentimentClient against fakes that speak TF Serving's protocols (a ``grpc.server`` with canned
 servicers, an ``httpx.MockTransport``, a tiny HTTPS server), checking chunking, retries only on
 UNAVAILABLE / 503, error mapping, timeouts, TLS and auth; then end to end against the local
-server of ``tests/server_process.py`` (or a real tensorflow_model_server, see that module)."""
+server of ``tfsent/model_server/process.py`` (or a real tensorflow_model_server, see that module)."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.server_process import REPO, external_addresses, server_addresses
-from tfsent.serving.client import (
+from tfsent.model_server.process import REPO, external_addresses, server_addresses
+from tfsent.client import (
     Prediction,
     SentimentClient,
     ServingError,

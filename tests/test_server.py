@@ -8,7 +8,7 @@ SavedModel's own signatures run in this process. One server, started once, serve
 (a new version gets dropped in) and ``slow`` (a signature that takes its time, for SIGTERM),
 with batching and Prometheus metrics on. The SIGTERM test stops it, so it comes last.
 
-With ``TFSENT_TEST_GRPC``/``TFSENT_TEST_REST`` set (see ``tests/server_process.py``) the tests
+With ``TFSENT_TEST_GRPC``/``TFSENT_TEST_REST`` set (see ``tfsent/model_server/process.py``) the tests
 that only read run against that server (answers are compared with ``TFSENT_TEST_SAVED_MODEL``,
 the version folder it serves, when given); those needing this server's config or process skip.
 """
@@ -45,7 +45,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.server_process import REPO, external_addresses, server_env, start_server
+from tfsent.model_server.process import REPO, external_addresses, server_env, start_server
 
 MODEL = "tfsent"
 TEXTS = [
@@ -694,7 +694,7 @@ def test_bad_rest_requests_get_tf_serving_codes(http, reference):
 
 
 def test_rest_json_writes_values_like_tf_serving():
-    from tfsent.serving.rest_json import response_json
+    from tfsent.model_server.rest_json import response_json
 
     outputs = {
         "x": np.array([0.1, 1.0, 1 / 3, np.nan], np.float32),
@@ -713,8 +713,8 @@ def test_rest_json_writes_values_like_tf_serving():
 
 
 def test_batch_scheduler_pads_to_allowed_sizes_and_never_mixes_widths():
-    from tfsent.serving.batching import BatchScheduler
-    from tfsent.serving.server_config import BatchingParameters
+    from tfsent.model_server.batching import BatchScheduler
+    from tfsent.model_server.server_config import BatchingParameters
 
     shapes = []
 

@@ -24,7 +24,7 @@ from tfsent.export import build_parser as export_parser
 from tfsent.export import serving_image
 from tfsent.predict import build_parser
 from tfsent.serve import build_parser as serve_parser
-from tfsent.serving.client import DEFAULT_MODEL_NAME, GRPC_PORT, REST_PORT
+from tfsent.client import DEFAULT_MODEL_NAME, GRPC_PORT, REST_PORT
 
 SERVING = Path(__file__).resolve().parents[1] / "serving"
 REPO = SERVING.parent

@@ -29,6 +29,23 @@ EPOCH_METRICS: tuple[str, ...] = ("accuracy", "loss", "f1_macro")
 MONITORS: tuple[str, ...] = (*(f"val_{m}" for m in EPOCH_METRICS), "accuracy", "loss")
 
 
+def check_model_options(max_length: int, truncation: str, where: str = "") -> None:
+    """The one check of ``max_length`` / ``truncation`` (fit, features, graph tokenizer, runs).
+
+    >>> check_model_options(256, "head+tail")
+    >>> check_model_options(2, "head")
+    Traceback (most recent call last):
+    ...
+    tfsent.errors.UserError: max_length 2 leaves no room for text; use at least 3
+    """
+    prefix = f"{where}: " if where else ""
+    if truncation not in TRUNCATIONS:
+        fail(f"{prefix}unknown truncation strategy {truncation!r}; "
+             f"use one of {', '.join(TRUNCATIONS)}")
+    if max_length < 3:
+        fail(f"{prefix}max_length {max_length} leaves no room for text; use at least 3")
+
+
 def monitor_mode(monitor: str) -> str:
     """``"min"`` for losses, ``"max"`` for the rest: Keras' ``mode`` for ``--monitor``."""
     return "min" if monitor.endswith("loss") else "max"

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
-from tfsent.serving.client import (
+from tfsent.client import (
     CLASSES_OUTPUT,
     DEFAULT_MODEL_NAME,
     DEFAULT_SIGNATURE,

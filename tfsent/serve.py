@@ -9,7 +9,7 @@ implements, so the same command line works with the real server in production::
         --monitoring_config_file=serving/monitoring.config --rest_api_port=8501
 
 gRPC on ``--port`` (8500), REST on ``--rest_api_port`` (8501; 0 turns it off). SIGTERM or
-Ctrl-C drains in-flight requests and exits 0. See ``tfsent.serving.server``.
+Ctrl-C drains in-flight requests and exits 0. See ``tfsent.model_server.server``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from tfsent.errors import OneLineArgumentParser, run_cli
-from tfsent.serving.server import ServerOptions, serve
+from tfsent.model_server.server import ServerOptions, serve
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}

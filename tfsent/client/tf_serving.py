@@ -4,7 +4,7 @@ It speaks TF Serving's own protocols (the ``tensorflow-serving-api`` protos and 
 ``grpcio``, and the ``/v1/models/...`` REST API over ``httpx``), so it works the same against a
 real ``tensorflow_model_server`` and against ``python -m tfsent.serve``::
 
-    from tfsent.serving.client import SentimentClient
+    from tfsent.client import SentimentClient
 
     with SentimentClient("grpc://localhost:8500", model_name="tfsent") as client:
         for p in client.predict(["great film", "dull"]):

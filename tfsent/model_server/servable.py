@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tfsent.serving.status import RequestError, code_from_number
+from tfsent.model_server.status import RequestError, code_from_number
 
 log = logging.getLogger(__name__)
 

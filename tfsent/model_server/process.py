@@ -2,7 +2,7 @@
 
 Local server (the default)::
 
-    from tests.server_process import start_server
+    from tfsent.model_server.process import start_server
 
     with start_server(exported / "tfsent", extra_args=["--enable_batching"]) as server:
         server.grpc_address   # "127.0.0.1:<port>"
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GRPC_ENV = "TFSENT_TEST_GRPC"
 REST_ENV = "TFSENT_TEST_REST"
 

@@ -30,16 +30,16 @@ from fastapi.responses import Response
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
 
-from tfsent.serving.grpc_api import (
+from tfsent.model_server.grpc_api import (
     SIGNATURE_DEF_FIELD,
     check_example_signature,
     model_metadata,
 )
-from tfsent.serving.manager import ModelManager
-from tfsent.serving.metrics import ServingMetrics
-from tfsent.serving.rest_json import parse_body, request_tensors, response_json, signature_name
-from tfsent.serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
-from tfsent.serving.status import RequestError
+from tfsent.model_server.manager import ModelManager
+from tfsent.model_server.metrics import ServingMetrics
+from tfsent.model_server.rest_json import parse_body, request_tensors, response_json, signature_name
+from tfsent.model_server.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from tfsent.model_server.status import RequestError
 
 log = logging.getLogger(__name__)
 

@@ -35,16 +35,16 @@ import numpy as np
 from tensorflow_serving.apis import get_model_status_pb2
 
 from tfsent.errors import fail
-from tfsent.serving.batching import BatchScheduler
-from tfsent.serving.metrics import ServingMetrics
-from tfsent.serving.servable import DEFAULT_SIGNATURE, Servable, select_outputs
-from tfsent.serving.server_config import (
+from tfsent.model_server.batching import BatchScheduler
+from tfsent.model_server.metrics import ServingMetrics
+from tfsent.model_server.servable import DEFAULT_SIGNATURE, Servable, select_outputs
+from tfsent.model_server.server_config import (
     BatchingParameters,
     aspired_versions,
     check_base_path,
     scan_versions,
 )
-from tfsent.serving.status import RequestError, code_from_number
+from tfsent.model_server.status import RequestError, code_from_number
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from tfsent.serving.status import RequestError
+from tfsent.model_server.status import RequestError
 
 ROW = "row"
 COLUMNAR = "columnar"
@@ -200,7 +200,7 @@ def _fill(value: Any, level: int, shape: list[int], dtype: int, out: list[Any]) 
 def _tensor(value: Any, dtype: int) -> np.ndarray:
     """A dense tensor from nested JSON lists (``value`` may be a scalar)."""
     if dtype not in _DTYPES:
-        from tfsent.serving.servable import dtype_name
+        from tfsent.model_server.servable import dtype_name
 
         raise RequestError.unimplemented(
             f"Conversion of JSON Value: {_text(value)} to type: {dtype_name(dtype)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from tfsent.serving.batching import BatchObserver
+from tfsent.model_server.batching import BatchObserver
 
 # TF Serving's request_latency buckets: 10 us growing by 1.8x, 33 of them (~2.5 hours).
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))

@@ -28,11 +28,11 @@ from tensorflow_serving.apis import (
 )
 
 from tfsent.errors import UserError
-from tfsent.serving.manager import ModelManager
-from tfsent.serving.metrics import ServingMetrics
-from tfsent.serving.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
-from tfsent.serving.server_config import validate_model_server_config
-from tfsent.serving.status import RequestError
+from tfsent.model_server.manager import ModelManager
+from tfsent.model_server.metrics import ServingMetrics
+from tfsent.model_server.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from tfsent.model_server.server_config import validate_model_server_config
+from tfsent.model_server.status import RequestError
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,7 @@ class ModelServer:
 
     def __init__(self, options: ServerOptions) -> None:
         """Check the options and read the config files (fast: nothing heavy is imported)."""
-        from tfsent.serving import server_config
+        from tfsent.model_server import server_config
 
         self.options = options
         _check_port(options.port, "--port", allow_zero=False)
@@ -149,8 +149,8 @@ class ModelServer:
         self._serving = False  # the ports are open (so stopping is worth logging)
 
     def _create_manager(self) -> None:
-        from tfsent.serving.manager import ManagerOptions, ModelManager
-        from tfsent.serving.metrics import ServingMetrics
+        from tfsent.model_server.manager import ManagerOptions, ModelManager
+        from tfsent.model_server.metrics import ServingMetrics
 
         o = self.options
         tags = tuple(t for t in o.saved_model_tags.split(",") if t)
@@ -214,8 +214,8 @@ class ModelServer:
         self._bind_ports()
         import tensorflow as tf
 
-        from tfsent.serving.grpc_api import add_servicers
-        from tfsent.serving.status import RequestError
+        from tfsent.model_server.grpc_api import add_servicers
+        from tfsent.model_server.status import RequestError
 
         if o.tensorflow_intra_op_parallelism:
             tf.config.threading.set_intra_op_parallelism_threads(o.tensorflow_intra_op_parallelism)
@@ -247,7 +247,7 @@ class ModelServer:
     def _start_rest(self) -> None:
         import uvicorn
 
-        from tfsent.serving.rest_api import create_app
+        from tfsent.model_server.rest_api import create_app
 
         o = self.options
         prometheus = self.monitoring.prometheus_path if self.monitoring.prometheus_enabled else None
@@ -283,8 +283,8 @@ class ModelServer:
             fail(f"the REST API did not start on {o.host}:{o.rest_api_port}")
 
     def _poll_config(self) -> None:
-        from tfsent.serving.server_config import read_model_server_config
-        from tfsent.serving.status import RequestError
+        from tfsent.model_server.server_config import read_model_server_config
+        from tfsent.model_server.status import RequestError
 
         path = self.options.model_config_file
         last = self._config_text

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfsent.serving.server_config import BatchingParameters
-from tfsent.serving.status import RequestError
+from tfsent.model_server.server_config import BatchingParameters
+from tfsent.model_server.status import RequestError
 
 log = logging.getLogger(__name__)
 
