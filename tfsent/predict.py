@@ -7,14 +7,15 @@
     cat reviews.txt | python -m tfsent.predict --saved-model exported/tfsent
 
 Reviews come from the arguments, ``--file`` (one review per line) or stdin (``-``, or nothing
-given and stdin not a terminal); blank lines are skipped. Output is one line per review, in
-order: ``positive (confidence 0.95)``, or with ``--format jsonl`` one JSON object per line with
-``text``, ``label``, ``confidence`` and ``probabilities``.
+given and stdin not a terminal). Output is one line per input line, in order, so output line N
+answers input line N: ``positive (confidence 0.95)  a wonderful, moving film`` (the review
+shortened), or with ``--format jsonl`` one JSON object per line with ``text``, ``label``,
+``confidence`` and ``probabilities``. A blank line is not scored: its output line says so
+(``{"text": "", "skipped": "blank line"}`` in JSONL) and stderr lists the skipped lines.
 
-The probabilities are keyed by ``--label-names`` when given, else by the label names the export
-returns in its ``classes`` output (over ``--server`` and ``--saved-model`` alike). Exports from
-before ``classes`` fall back to the export's ``assets/labels.txt`` with ``--saved-model`` and to
-the class ids ``"0"``, ``"1"``, ... over ``--server`` (TF Serving does not serve assets).
+``--server`` needs only the light client (no TensorFlow is imported); ``--saved-model`` loads
+TensorFlow. TensorFlow's and gRPC's own log lines are silenced unless ``--verbose``, which also
+says what was loaded or asked and how long it took.
 """
 
 from __future__ import annotations
@@ -22,27 +23,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tfsent.errors import OneLineArgumentParser, fail, run_cli
+from tfsent.cli import add_verbose_flag, configure_logging
 from tfsent.client import (
-    CLASSES_OUTPUT,
     DEFAULT_MODEL_NAME,
     DEFAULT_SIGNATURE,
-    TEXT_INPUT,
     Prediction,
+    SavedModelPredictor,
     SentimentClient,
     ServingError,
-    predictions_from_outputs,
-    status_code_name,
 )
+from tfsent.errors import OneLineArgumentParser, fail, run_cli
 
-LABELS_ASSET = Path("assets") / "labels.txt"
+PREVIEW_CHARS = 60
+BLANK_TEXT = "(blank line: not scored)"
+# Set before TensorFlow or gRPC are imported (they read them once, at start-up).
 
 
 def read_texts(texts: Sequence[str], file: str | None = None) -> list[str]:
-    """The reviews to predict: arguments (``-`` = stdin), then ``file``'s lines; blanks dropped."""
+    """The input lines: arguments (``-`` = stdin), then ``file``'s lines; blank ones kept (as
+    they are), so that positions match the input's line numbers."""
     if not texts and file is None:
         if sys.stdin is None or sys.stdin.isatty():
             fail("no reviews given; pass them as arguments, with --file FILE, or on stdin")
@@ -52,8 +55,7 @@ def read_texts(texts: Sequence[str], file: str | None = None) -> list[str]:
         reviews += _read_lines(None) if text == "-" else [text]
     if file is not None:
         reviews += _read_lines(None if file == "-" else Path(file))
-    reviews = [r for r in reviews if r.strip()]
-    if not reviews:
+    if not any(r.strip() for r in reviews):
         fail(f"no reviews in {file or 'the input'}: it is empty; give one review per line")
     return reviews
 
@@ -72,105 +74,23 @@ def _read_lines(path: Path | None) -> list[str]:
         fail(f"{source} is not UTF-8 text (byte {err.start}); re-save it as UTF-8")
 
 
-def find_version_dir(path: str | Path, version: int | None = None) -> Path:
-    """``path`` itself if it holds a SavedModel, else its newest (or the given) integer version."""
-    path = Path(path)
-    if not path.is_dir():
-        fail(f"no such directory: {path}; give an export like exported/tfsent")
-    if (path / "saved_model.pb").is_file():
-        if version is not None and path.name != str(version):
-            fail(f"{path} is version {path.name}, not {version}; give the model's base directory")
-        return path
-    # Non-integer siblings are exports still being written (see tfsent.export).
-    versions = {
-        int(p.name): p
-        for p in path.iterdir()
-        if p.name.isdigit() and (p / "saved_model.pb").is_file()
-    }
-    if not versions:
-        fail(f"no SavedModel versions in {path}: expected <version>/saved_model.pb; "
-             "export one with tfsent.export")
-    if version is None:
-        return versions[max(versions)]
-    if version not in versions:
-        fail(f"no version {version} in {path}; it has {sorted(versions)}")
-    return versions[version]
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis.
 
-
-def read_label_names(version_dir: Path) -> list[str] | None:
-    labels = version_dir / LABELS_ASSET
-    if not labels.is_file():
-        return None
-    return [line for line in labels.read_text(encoding="utf-8").splitlines() if line]
-
-
-class SavedModelPredictor:
-    """The export's serving signature called in-process, answering like ``SentimentClient``.
-
-    ``probabilities`` is keyed by ``label_names`` if given, else by the signature's ``classes``
-    output, else (older exports) by ``assets/labels.txt``, else by class id. ``label_names`` holds
-    the given names, else those of ``assets/labels.txt`` (``None`` if neither).
-
-    >>> predictor = SavedModelPredictor("exported/tfsent")  # doctest: +SKIP
-    >>> predictor.predict(["great film"])[0].label  # doctest: +SKIP
-    'positive'
+    >>> preview("A  great\\tfilm.\\nLoved it.")
+    'A great film. Loved it.'
+    >>> preview("x" * 80, 10)
+    'xxxxxxxxx…'
     """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        version: int | None = None,
-        signature_name: str = DEFAULT_SIGNATURE,
-        chunk_size: int = 64,
-        label_names: Sequence[str] | None = None,
-    ) -> None:
-        self.version_dir = find_version_dir(path, version)
-        import tensorflow as tf
-        import tensorflow_text  # noqa: F401  (registers the tokenizer ops the graph uses)
-
-        self._tf = tf
-        try:
-            self._loaded = tf.saved_model.load(str(self.version_dir))
-        except (OSError, ValueError, tf.errors.OpError) as err:
-            fail(f"cannot load the SavedModel in {self.version_dir}: {_one_line(str(err))}")
-        if signature_name not in self._loaded.signatures:
-            fail(f"the SavedModel has no signature {signature_name!r}; "
-                 f"it has {sorted(self._loaded.signatures)}")
-        self._signature = self._loaded.signatures[signature_name]
-        inputs = set(self._signature.structured_input_signature[1])
-        if inputs != {TEXT_INPUT}:
-            fail(f"signature {signature_name!r} takes {sorted(inputs)}, not texts; "
-                 f"use --signature {DEFAULT_SIGNATURE}")
-        self.chunk_size = chunk_size
-        self._given_names = list(label_names) if label_names is not None else None
-        self.label_names = (
-            self._given_names
-            if self._given_names is not None
-            else read_label_names(self.version_dir)
-        )
-
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        result: list[Prediction] = []
-        for start in range(0, len(texts), self.chunk_size):
-            chunk = list(texts[start : start + self.chunk_size])
-            try:
-                outputs = self._signature(**{TEXT_INPUT: self._tf.constant(chunk)})
-            except self._tf.errors.OpError as err:
-                # Same error type as over a server, so callers handle one.
-                raise ServingError(status_code_name(err.error_code), err.message) from None
-            numpy = {name: tensor.numpy() for name, tensor in outputs.items()}
-            # As over a server: given names, else the served ``classes``; labels.txt only
-            # stands in for ``classes`` on exports from before it.
-            names = self._given_names
-            if names is None and CLASSES_OUTPUT not in numpy:
-                names = self.label_names
-            result += predictions_from_outputs(numpy, len(chunk), names)
-        return result
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def format_prediction(text: str, prediction: Prediction, output_format: str) -> str:
+def format_prediction(text: str, prediction: Prediction | None, output_format: str) -> str:
+    """One output line; ``prediction`` is ``None`` for a blank input line."""
     if output_format == "jsonl":
+        if prediction is None:
+            return json.dumps({"text": text, "skipped": "blank line"}, ensure_ascii=False)
         return json.dumps(
             {
                 "text": text,
@@ -180,13 +100,15 @@ def format_prediction(text: str, prediction: Prediction, output_format: str) -> 
             },
             ensure_ascii=False,
         )
-    return f"{prediction.label} (confidence {prediction.confidence:.2f})"
+    if prediction is None:
+        return BLANK_TEXT
+    return f"{prediction.label} (confidence {prediction.confidence:.2f})  {preview(text)}"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         # "(default: None)" says nothing; those options describe their default in words.
-        if action.default is None or action.default == []:
+        if action.default is None or action.default in ([], False):
             return action.help
         return super()._get_help_string(action)
 
@@ -207,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--saved-model",
         help="Export directory, no server needed: a version directory, or the model's base "
-        "directory (its newest integer version is used).",
+        "directory (its newest integer version is used). Needs TensorFlow.",
     )
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="Served model name.")
     parser.add_argument("--version", type=int, help="Model version (default: the newest).")
@@ -216,8 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--label-names",
         help="Comma-separated class names keying the probabilities, in class-id order "
-        "(default: the names in the model's 'classes' output; for exports without it, "
-        "labels.txt with --saved-model and class ids with --server).",
+        "(default: the names in the model's 'classes' output).",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per request.")
     parser.add_argument("--retries", type=int, default=3, help="Retries when UNAVAILABLE/503.")
@@ -233,62 +154,108 @@ def build_parser() -> argparse.ArgumentParser:
         help="Request header / gRPC metadata, e.g. 'Authorization: Bearer TOKEN' (repeatable).",
     )
     parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="Output.")
+    add_verbose_flag(
+        parser,
+        "Let TensorFlow and gRPC log, and say what was loaded or asked and how long it took.",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     if args.chunk_size < 1:
         fail(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.retries < 0:
+        fail(f"--retries must be 0 or more, got {args.retries}")
+    if args.timeout <= 0:
+        fail(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
     if args.version is not None and args.version_label is not None:
         fail("give --version or --version-label, not both")
-    label_names = args.label_names.split(",") if args.label_names else None
-    texts = read_texts(args.texts, args.file)
+    if args.saved_model is not None and args.version_label is not None:
+        fail("--version-label needs a server; with --saved-model use --version")
+    label_names = None
+    if args.label_names is not None:
+        label_names = [name.strip() for name in args.label_names.split(",")]
+        if not all(label_names):
+            fail(f"--label-names {args.label_names!r} has an empty name; "
+                 "give comma-separated class names like negative,positive")
+    lines = read_texts(args.texts, args.file)
+    texts = [line for line in lines if line.strip()]
+    say = _say if args.verbose else _silent
+    start = time.perf_counter()
     if args.saved_model is not None:
-        if args.version_label is not None:
-            fail("--version-label needs a server; with --saved-model use --version")
-        predictor = SavedModelPredictor(
-            args.saved_model,
-            version=args.version,
-            signature_name=args.signature,
-            chunk_size=args.chunk_size,
-            label_names=label_names,
-        )
-        predictions = _guard(args, lambda: predictor.predict(texts))
+        predictor = _saved_model(args, label_names)
+        say(f"loaded {predictor.version_dir} in {time.perf_counter() - start:.2f} s")
+        start = time.perf_counter()
+        with predictor:
+            predictions = _guard(args, lambda: predictor.predict(texts))
+        where = "in-process"
     else:
-        predictions = _predict_with_server(args, texts, label_names)
-    for text, prediction in zip(texts, predictions, strict=True):
-        print(format_prediction(text, prediction, args.format))
+        with _client(args, label_names) as client:
+            predictions = _guard(args, lambda: client.predict(texts))
+        where = f"by {args.server}"
+    say(f"{len(texts)} review(s) scored {where} in {time.perf_counter() - start:.2f} s")
+    answers = iter(predictions)
+    skipped = []
+    for number, line in enumerate(lines, 1):
+        blank = not line.strip()
+        if blank:
+            skipped.append(number)
+        print(format_prediction(line, None if blank else next(answers), args.format))
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (", ..." if len(skipped) > 10 else "")
+        print(f"note: {len(skipped)} blank line(s) not scored (line {shown}); their output "
+              "lines say so", file=sys.stderr)
     return 0
 
 
-def _predict_with_server(
-    args: argparse.Namespace, texts: list[str], label_names: list[str] | None
-) -> list[Prediction]:
+def _say(message: str) -> None:
+    print(f"tfsent.predict: {message}", file=sys.stderr)
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _saved_model(args: argparse.Namespace, label_names: list[str] | None) -> SavedModelPredictor:
+    predictor = SavedModelPredictor(
+        args.saved_model,
+        version=args.version,
+        signature_name=args.signature,
+        chunk_size=args.chunk_size,
+        label_names=label_names,
+        model_name=args.model_name,
+    )
+    if not args.verbose:
+        # Importing TensorFlow (above) sets up its Python loggers afresh.
+        import logging
+
+        for name in ("tensorflow", "absl"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    return predictor
+
+
+def _client(args: argparse.Namespace, label_names: list[str] | None) -> SentimentClient:
     headers = {}
     for header in args.header:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             fail(f"--header {header!r} is not 'NAME: VALUE'")
         headers[name.strip()] = value.strip()
-    try:
-        client = SentimentClient(
-            args.server,
-            model_name=args.model_name,
-            version=args.version,
-            version_label=args.version_label,
-            signature_name=args.signature,
-            timeout=args.timeout,
-            retries=args.retries,
-            root_certificates=args.root_certificates,
-            headers=headers,
-            chunk_size=args.chunk_size,
-            label_names=label_names,
-        )
-    except (ValueError, OSError) as err:
-        fail(_one_line(str(err)))
-    with client:
-        return _guard(args, lambda: client.predict(texts))
+    return SentimentClient(
+        args.server,
+        model_name=args.model_name,
+        version=args.version,
+        version_label=args.version_label,
+        signature_name=args.signature,
+        timeout=args.timeout,
+        retries=args.retries,
+        root_certificates=args.root_certificates,
+        headers=headers,
+        chunk_size=args.chunk_size,
+        label_names=label_names,
+    )
 
 
 def _guard(args: argparse.Namespace, call: Callable[[], list[Prediction]]) -> list[Prediction]:
@@ -296,18 +263,14 @@ def _guard(args: argparse.Namespace, call: Callable[[], list[Prediction]]) -> li
     try:
         return call()
     except ServingError as err:
-        message = _one_line(err.message)
-        if err.code == "UNAVAILABLE":
+        message = " ".join(err.message.split())
+        if err.code == "UNAVAILABLE" and args.server:
             fail(f"cannot reach the server at {args.server}: {message}; "
                  "start it (see serving/README.md) or fix --server")
         if err.code == "DEADLINE_EXCEEDED":
             fail(f"no answer within --timeout {args.timeout:g}s; raise it or lower --chunk-size")
         where = f"the server at {args.server}" if args.server else "the SavedModel"
         fail(f"{where} answered {err.code}: {message}")
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
 
 
 if __name__ == "__main__":
