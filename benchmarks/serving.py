@@ -90,8 +90,8 @@ def running_servers(base_path: Path, model_name: str,
                     batching_file: str) -> Iterator[dict[str, Any]]:
     """Both servers (batching off and on) on free loopback ports, stopped (SIGTERM) on exit.
 
-    Started with the tests' launcher, ``tfsent.model_server.process.start_server``, which waits until
-    the model is AVAILABLE.
+    Started with ``tfsent.model_server.process.start_server``, which waits until the model is
+    AVAILABLE.
     """
     from tfsent.model_server.process import start_server
 
@@ -234,8 +234,8 @@ def review_texts(args) -> tuple[str, list[str]]:
 
 def tiny_export(folder: Path, model_name: str) -> Path:
     """A tiny model exported for the smoke run (tests' run-dir builder + ``export_run``)."""
-    from tests.tiny import make_tiny_run_dir
     from tfsent.export import export_run
+    from tfsent.tiny_run import make_tiny_run_dir
 
     run = make_tiny_run_dir(folder / "run", max_length=128)
     return export_run(run, folder / "exported", model_name).parent

@@ -199,7 +199,9 @@ class BatchScheduler:
         except Exception as err:  # a bug must not leave callers waiting forever
             log.exception("batch of %s failed", batch.signature)
             for task in batch.tasks:
-                task.future.set_exception(RequestError.internal(str(err)))
+                task.future.set_exception(
+                    RequestError.internal(f"{type(err).__name__} while running the batch")
+                )
             return
         self._observer.batch_run(batch.rows, padding)
         if any(v.ndim == 0 or v.shape[0] != batch.rows + padding for v in outputs.values()):
@@ -236,9 +238,10 @@ def _settle(future: Future, call: Callable[[], dict[str, np.ndarray]]) -> None:
     try:
         future.set_result(call())
     except Exception as err:
-        future.set_exception(
-            err if isinstance(err, RequestError) else RequestError.internal(str(err))
-        )
+        if not isinstance(err, RequestError):
+            log.exception("request of a batch failed")
+            err = RequestError.internal(f"{type(err).__name__} while running the request")
+        future.set_exception(err)
 
 
 def _joined(pieces: list[Future]) -> Future:

@@ -1,12 +1,20 @@
-"""Which versions of which models are served: TF Serving's ServerCore + AspiredVersionsManager.
+"""The core of the model server: TF Serving's ServerCore + AspiredVersionsManager, and every
+request's logic that the gRPC and REST front ends share.
 
-Each model's ``base_path`` is polled every ``file_system_poll_wait_seconds``; integer-named
-folders are versions (anything else, such as an exporter's ``.tmp-*`` folder, is ignored). The
-model's version policy picks the versions to serve (default: the newest). A new version loads in
-the background (``tf.saved_model.load``, then the warmup requests) while the old one keeps
-serving; only once it is AVAILABLE does traffic move, and versions no longer wanted are then
-unloaded after their in-flight requests finish. A version that fails to load is reported (state
-END with its error) and the versions already serving stay up.
+Each model's ``base_path`` is polled every ``file_system_poll_wait_seconds``; folders named with
+ASCII digits are versions (``tfsent.versions``; anything else, such as an exporter's ``.tmp-*``
+folder, is ignored). The model's version policy picks the versions to serve (default: the
+newest). A new version loads in the background (``tf.saved_model.load``, then the warmup
+requests, through the same predict path as requests) while the old one keeps serving; only once
+it is AVAILABLE does traffic move, and versions no longer wanted are then unloaded after their
+in-flight requests finish.
+
+A version that fails to load (say a copy still in progress) is retried, as TF Serving does,
+``max_num_load_retries`` times, ``load_retry_interval_seconds`` apart; its status shows the last
+error meanwhile. The versions already serving stay up throughout, and under the ``latest``
+policy the newest version that did load keeps serving (or is loaded, e.g. after a restart)
+while a newer one fails, so a broken export never causes an outage. A failed version is tried
+afresh when its folder disappears and comes back, or when a config reload re-adds its model.
 
 Requests name a model and optionally a version or a version label (``ModelSpec``); errors have
 TF Serving's codes and messages (``Servable not found for request: Specific(tfsent, 7)``)::
@@ -15,15 +23,18 @@ TF Serving's codes and messages (``Servable not found for request: Specific(tfse
     manager.configure(single_model_config("tfsent", "exported/tfsent"), startup=True)
     manager.load_initial()
     manager.start()
-    outputs, version = manager.predict(spec, {"text": texts})
+    outputs, version = manager.predict(spec, {"text": texts}, deadline=time.monotonic() + 30)
+    version, signature_map = manager.metadata(spec)
     manager.stop()
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,9 +43,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
-from tfsent.errors import fail
+from tfsent.errors import UserError, fail
 from tfsent.model_server.batching import BatchScheduler
 from tfsent.model_server.metrics import ServingMetrics
 from tfsent.model_server.servable import DEFAULT_SIGNATURE, Servable, select_outputs
@@ -42,13 +53,20 @@ from tfsent.model_server.server_config import (
     BatchingParameters,
     aspired_versions,
     check_base_path,
-    scan_versions,
+    validate_model_server_config,
 )
-from tfsent.model_server.status import RequestError, code_from_number
+from tfsent.model_server.status import (
+    RequestError,
+    clean_message,
+    code_from_number,
+    too_many_instances,
+)
+from tfsent.versions import scan_versions
 
 log = logging.getLogger(__name__)
 
 State = get_model_status_pb2.ModelVersionStatus.State
+SIGNATURE_DEF_FIELD = "signature_def"
 
 
 @dataclass
@@ -59,7 +77,11 @@ class ManagerOptions:
     warmup_iterations: int = 1
     batching: BatchingParameters | None = None
     allow_version_labels_for_unavailable_models: bool = False
-    # Appended to the "Successfully loaded" log line, e.g. "(gRPC 0.0.0.0:8500, REST ...)".
+    max_num_load_retries: int = 5
+    load_retry_interval_seconds: float = 60.0
+    max_instances_per_request: int = 0  # 0: no limit
+    allow_reload_config_request: bool = False
+    # Appended to the "Successfully loaded" log line, e.g. "(gRPC 127.0.0.1:8500, REST ...)".
     endpoints: str = ""
 
 
@@ -72,6 +94,11 @@ class _Version:
     servable: Servable | None = None
     batcher: BatchScheduler | None = None
     in_flight: int = 0
+    failures: int = 0  # failed load attempts in a row
+    retry_at: float = 0.0  # time.monotonic() of the next attempt after a failure
+
+    def given_up(self, max_retries: int) -> bool:
+        return self.error is not None and self.failures > max_retries
 
 
 class _Model:
@@ -79,7 +106,6 @@ class _Model:
         self.config = config
         self.versions: dict[int, _Version] = {}
         self.labels: dict[str, int] = {}
-        self.failed: set[int] = set()  # not retried until the folder goes away and comes back
         self.removed = False
         self.warned_missing = False
 
@@ -102,8 +128,13 @@ def _servable_id(name: str, version: int) -> str:
     return f"{{name: {name} version: {version}}}"
 
 
+def request_rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """The instances in a request: the largest dimension 0 of its inputs (1 for scalars)."""
+    return max((int(a.shape[0]) if a.ndim else 1 for a in inputs.values()), default=0)
+
+
 class ModelManager:
-    """Loads, serves and unloads model versions; thread-safe (see module docstring)."""
+    """Loads, serves and unloads model versions; answers requests; thread-safe."""
 
     def __init__(self, options: ManagerOptions, metrics: ServingMetrics | None = None) -> None:
         self.options = options
@@ -133,11 +164,31 @@ class ModelManager:
                 model = self._models.get(name)
                 if model is None:
                     model = self._models[name] = _Model(model_config)
+                elif model.removed or model.config.base_path != model_config.base_path:
+                    # Re-added (or moved): failed versions get a fresh set of load attempts.
+                    for version, entry in list(model.versions.items()):
+                        if entry.error is not None and entry.state != State.AVAILABLE:
+                            del model.versions[version]
                 model.config = model_config
                 model.removed = False
                 model.labels = labels[name]
         if not startup:
             self._wake.set()
+
+    def reload_config(self, config: Any) -> None:
+        """HandleReloadConfigRequest: only when ``allow_reload_config_request`` (it replaces the
+        served models and can point them at any folder the server can read)."""
+        if not self.options.allow_reload_config_request:
+            raise RequestError.permission_denied(
+                "HandleReloadConfigRequest is disabled on this server; start it with "
+                "--allow_reload_config_request=true to allow config reloads over gRPC"
+            )
+        try:
+            config = validate_model_server_config(config, "ReloadConfigRequest")
+        except UserError as err:
+            raise RequestError.invalid_argument(str(err)) from None
+        self.configure(config)
+        log.info("Reloaded the model config from a ReloadConfigRequest")
 
     def _checked_labels(self, model_config: Any) -> dict[str, int]:
         model = self._models.get(model_config.name)
@@ -156,12 +207,24 @@ class ModelManager:
         return labels
 
     def load_initial(self) -> None:
-        """Load every model's wanted versions now; ``UserError`` if a model cannot be served."""
+        """Load every model's wanted versions now (retrying failures as configured);
+        ``UserError`` if a model cannot be served."""
         for model in self._models.values():
             check_base_path(model.config)
-        self.poll_once()
+        while True:
+            self.poll_once()
+            pending = [m for m in self._models.values() if not self._available(m)]
+            retry_at = self._next_retry(pending)
+            if not pending or retry_at is None or self._stopping:
+                break
+            log.info(
+                "Waiting %.1fs to retry loading %s",
+                retry_at - time.monotonic(),
+                ", ".join(m.name for m in pending),
+            )
+            time.sleep(max(retry_at - time.monotonic(), 0))
         for model in self._models.values():
-            if not any(v.state == State.AVAILABLE for v in model.versions.values()):
+            if not self._available(model):
                 errors = (
                     "; ".join(
                         f"version {v.version}: {v.error.message.splitlines()[0]}"
@@ -172,28 +235,51 @@ class ModelManager:
                 )
                 fail(f"model {model.name} did not become available ({errors})")
 
+    @staticmethod
+    def _available(model: _Model) -> bool:
+        return any(v.state == State.AVAILABLE for v in model.versions.values())
+
+    def _next_retry(self, models: Sequence[_Model]) -> float | None:
+        """When the earliest pending load retry of ``models`` is due (None: none pending)."""
+        times = [
+            entry.retry_at
+            for model in models
+            for entry in model.versions.values()
+            if entry.error is not None
+            and entry.state == State.END
+            and not entry.given_up(self.options.max_num_load_retries)
+        ]
+        return min(times) if times else None
+
     def start(self) -> None:
         """Poll the base paths in the background (every ``file_system_poll_wait_seconds``)."""
         self._poller = threading.Thread(target=self._poll_forever, name="model-poller", daemon=True)
         self._poller.start()
 
-    def stop(self) -> None:
-        """Stop polling and unload every version (after its in-flight requests)."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop polling and unload every version after its in-flight requests (waiting at most
+        ``timeout`` seconds for them: the process is ending anyway)."""
         with self._lock:
             self._stopping = True
         self._wake.set()
         if self._poller is not None:
-            self._poller.join()
+            self._poller.join(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
         for model in list(self._models.values()):
             for entry in list(model.versions.values()):
                 if entry.state == State.AVAILABLE:
-                    self._unload(model, entry)
+                    self._unload(model, entry, end)
 
     def _poll_forever(self) -> None:
-        wait = self.options.file_system_poll_wait_seconds
+        poll = self.options.file_system_poll_wait_seconds
         while True:
-            # A zero wait polls once at startup only, as TF Serving; config reloads still wake us.
-            self._wake.wait(wait if wait > 0 else None)
+            # A zero poll wait polls once at startup only, as TF Serving; load retries and
+            # config reloads still wake us.
+            waits = [poll] if poll > 0 else []
+            retry_at = self._next_retry(list(self._models.values()))
+            if retry_at is not None:
+                waits.append(max(retry_at - time.monotonic(), 0.0))
+            self._wake.wait(min(waits) if waits else None)
             self._wake.clear()
             if self._stopping:
                 return
@@ -209,6 +295,17 @@ class ModelManager:
                 return
             self._sync(model)
 
+    def _wanted(self, model: _Model, on_disk: Mapping[int, Path]) -> set[int]:
+        """The policy's versions, plus, under ``latest``, the newest ones that did load or may
+        still, standing in for aspired versions that failed."""
+        policy = model.config.model_version_policy
+        wanted = aspired_versions(policy, on_disk)
+        if policy.WhichOneof("policy_choice") in (None, "latest"):
+            failed = {v for v, e in model.versions.items() if e.error is not None}
+            good = [v for v in sorted(on_disk, reverse=True) if v not in failed]
+            wanted |= set(good[: max(policy.latest.num_versions, 1)])
+        return wanted
+
     def _sync(self, model: _Model) -> None:
         if model.removed:
             for entry in list(model.versions.values()):
@@ -223,63 +320,106 @@ class ModelManager:
                 model.warned_missing = True
             return
         model.warned_missing = False
-        if not on_disk:
-            log.debug("No versions of servable %s found under base path %s", model.name, base)
-        aspired = aspired_versions(model.config.model_version_policy, on_disk)
-        model.failed &= set(on_disk)
-        for version in sorted(aspired):
-            entry = model.versions.get(version)
-            if version in model.failed or (
-                entry is not None and entry.state in (State.LOADING, State.AVAILABLE)
-            ):
-                continue
-            if self._stopping:
-                return
-            self._load(model, version, on_disk[version])
-        aspired_available = any(
-            e.state == State.AVAILABLE for v, e in model.versions.items() if v in aspired
+        with self._lock:
+            for version, entry in list(model.versions.items()):
+                # A failed version whose folder went away is forgotten: if it comes back, it
+                # is a new copy with a fresh set of attempts.
+                if version not in on_disk and entry.error is not None and entry.servable is None:
+                    del model.versions[version]
+        tried: set[int] = set()
+        while not self._stopping:  # again if a failure brought in an older stand-in
+            wanted = self._wanted(model, on_disk)
+            todo = [
+                v for v in sorted(wanted, reverse=True) if v not in tried and self._due(model, v)
+            ]
+            if not todo:
+                break
+            for version in todo:
+                tried.add(version)
+                if self._stopping:
+                    return
+                self._load(model, version, on_disk[version])
+        wanted = self._wanted(model, on_disk)
+        wanted_available = any(
+            e.state == State.AVAILABLE for v, e in model.versions.items() if v in wanted
         )
         for version, entry in list(model.versions.items()):
-            # Availability preserving: the last serving version stays until a wanted one is up.
+            # Availability preserving: the last serving version stays until a wanted one is up
+            # (but goes, as in TF Serving, when no version at all is left on disk).
             if (
                 entry.state == State.AVAILABLE
-                and version not in aspired
-                and (aspired_available or not aspired)
+                and version not in wanted
+                and (wanted_available or not wanted)
             ):
                 self._unload(model, entry)
 
+    def _due(self, model: _Model, version: int) -> bool:
+        """Whether ``version`` should be (re)loaded now."""
+        entry = model.versions.get(version)
+        if entry is None:
+            return True
+        if entry.state in (State.LOADING, State.AVAILABLE, State.UNLOADING):
+            return False
+        if entry.error is None:
+            return True  # unloaded earlier, wanted again
+        if entry.given_up(self.options.max_num_load_retries):
+            return False
+        return time.monotonic() >= entry.retry_at
+
     def _load(self, model: _Model, version: int, path: Path) -> None:
-        entry = _Version(version, path)
         with self._lock:
-            model.versions[version] = entry
+            entry = model.versions.get(version)
+            if entry is None or entry.servable is not None:
+                entry = model.versions[version] = _Version(version, path)
+            entry.path = path
             entry.state = State.LOADING
         sid = _servable_id(model.name, version)
-        log.info("Loading servable version %s from %s", sid, path)
+        retries = self.options.max_num_load_retries
+        attempt = f" (retry {entry.failures} of {retries})" if entry.failures else ""
+        log.info("Loading servable version %s from %s%s", sid, path, attempt)
         try:
             servable = Servable.load(path, model.name, version, self.options.saved_model_tags)
-            if self.options.enable_model_warmup:
-                count = servable.warmup(self.options.warmup_iterations)
-                if count:
-                    log.info("Finished warmup of %s with %d request(s)", sid, count)
             batcher = None
             if self.options.batching is not None:
                 observer = self.metrics.batch_observer(model.name) if self.metrics else None
                 batcher = BatchScheduler(
                     servable.run, self.options.batching, observer, name=f"{model.name}-{version}"
                 )
+            handle = Handle(model.name, version, servable, batcher)
+            try:
+                if self.options.enable_model_warmup:
+                    count = self._warmup(handle)
+                    if count:
+                        log.info("Finished warmup of %s with %d request(s)", sid, count)
+            except BaseException:
+                if batcher is not None:
+                    batcher.stop()
+                raise
         except Exception as err:  # any failure is this version's status, not the server's
-            error = _load_error(err)
-            log.error("Loading servable: %s failed: %s", sid, error.message)
-            self._count_load(path, "fail")
+            error = _load_error(err, model.config.base_path)
+            retry = self.options.load_retry_interval_seconds
             with self._lock:
                 entry.error = error
                 entry.state = State.END
-                model.failed.add(version)
+                entry.failures += 1
+                entry.retry_at = time.monotonic() + max(retry, 0.0)
+                left = self.options.max_num_load_retries - entry.failures + 1
+            log.error(
+                "Loading servable: %s failed: %s%s",
+                sid,
+                error.message,
+                f"; retrying in {max(retry, 0):g}s ({left} attempt(s) left)"
+                if left > 0
+                else "; giving up (it is tried again if its folder is replaced)",
+            )
+            self._count_load(path, "fail")
             return
         self._count_load(path, "success")
         with self._lock:
             entry.servable = servable
             entry.batcher = batcher
+            entry.error = None
+            entry.failures = 0
             entry.state = State.AVAILABLE
         log.info(
             "Successfully loaded servable version %s%s",
@@ -287,12 +427,25 @@ class ModelManager:
             f" {self.options.endpoints}" if self.options.endpoints else "",
         )
 
-    def _unload(self, model: _Model, entry: _Version) -> None:
+    def _warmup(self, handle: Handle) -> int:
+        done = 0
+        for signature, inputs, output_filter in handle.servable.warmup_requests():
+            for _ in range(max(self.options.warmup_iterations, 1)):
+                self.run(handle, signature, inputs, output_filter)
+            done += 1
+        return done
+
+    def _unload(self, model: _Model, entry: _Version, end: float | None = None) -> None:
         sid = _servable_id(model.name, entry.version)
         with self._lock:
             entry.state = State.UNLOADING
             while entry.in_flight:
-                self._lock.wait()
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    log.warning("Not unloading %s: %d request(s) still running", sid,
+                                entry.in_flight)
+                    return
+                self._lock.wait(left)
         log.info("Unloading servable version %s", sid)
         if entry.batcher is not None:
             entry.batcher.stop()
@@ -359,32 +512,92 @@ class ModelManager:
         return model.labels[label]
 
     def predict(
-        self, spec: Any, inputs: Mapping[str, np.ndarray], output_filter: Sequence[str] = ()
+        self,
+        spec: Any,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        deadline: float | None = None,
     ) -> tuple[dict[str, np.ndarray], int]:
-        """Run a Predict request; the outputs (filtered) and the version that served it."""
+        """Run a Predict request; the outputs (filtered) and the version that served it.
+
+        ``deadline`` (``time.monotonic()`` seconds) bounds the wait for a batch.
+        """
         with self.servable(spec) as handle:
-            return self.run(handle, spec.signature_name, inputs, output_filter), handle.version
+            return (
+                self.run(handle, spec.signature_name, inputs, output_filter, deadline),
+                handle.version,
+            )
 
     @staticmethod
+    def input_infos(handle: Handle, signature_name: str) -> tuple[str, Any]:
+        """The signature name a request resolves to and its input ``TensorInfo`` map (what the
+        REST API needs to read JSON into tensors), or TF Serving's REST error."""
+        name = signature_name or DEFAULT_SIGNATURE
+        signature = handle.servable.signature_defs.get(name)
+        if signature is None:
+            raise RequestError.invalid_argument(
+                f'Serving signature name: "{name}" not found in signature def'
+            )
+        return name, signature.inputs
+
     def run(
+        self,
         handle: Handle,
         signature_name: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
+        deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
-        """Check and run a request on a held version, through its batch queue if batching."""
+        """The one predict path (requests and warmup): check the request against the signature
+        and the limits, run it (through the batch queue when batching), filter the outputs."""
         signature_name = signature_name or DEFAULT_SIGNATURE
         handle.servable.check_request(signature_name, inputs, output_filter)
+        limit = self.options.max_instances_per_request
+        if limit and request_rows(inputs) > limit:
+            raise RequestError.invalid_argument(too_many_instances(request_rows(inputs), limit))
         if handle.batcher is not None:
-            outputs = handle.batcher.submit(signature_name, inputs).result()
+            future = handle.batcher.submit(signature_name, inputs)
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                outputs = future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise RequestError.deadline_exceeded() from None
         else:
             outputs = handle.servable.run(signature_name, inputs)
         return select_outputs(outputs, output_filter)
 
-    def signature_defs(self, spec: Any) -> tuple[int, dict[str, Any]]:
-        """The served version and its SignatureDefs (GetModelMetadata's ``signature_def``)."""
+    def metadata(
+        self, spec: Any, fields: Sequence[str] = (SIGNATURE_DEF_FIELD,)
+    ) -> tuple[int, Any]:
+        """GetModelMetadata as TF Serving's GetModelMetadataImpl: the served version and its
+        ``SignatureDefMap`` (the only metadata field there is)."""
+        if not fields:
+            raise RequestError.invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field"
+            )
+        for field in fields:
+            if field != SIGNATURE_DEF_FIELD:
+                raise RequestError.invalid_argument(f"Metadata field {field} is not supported")
         with self.servable(spec) as handle:
-            return handle.version, dict(handle.servable.signature_defs)
+            signature_map = get_model_metadata_pb2.SignatureDefMap()
+            for name, signature in handle.servable.signature_defs.items():
+                signature_map.signature_def[name].CopyFrom(signature)
+            return handle.version, signature_map
+
+    def check_example_signature(self, spec: Any, method: str, kind: str) -> None:
+        """Classify/Regress: TF Serving's signature checks, then UNIMPLEMENTED (no tf.Example
+        path here)."""
+        with self.servable(spec) as handle:
+            signature = handle.servable.signature_def(spec.signature_name)
+            if signature.method_name != method:
+                raise RequestError.invalid_argument(
+                    f"Expected {kind} signature method_name to be {method}. "
+                    f"Was: {signature.method_name}"
+                )
+        raise RequestError.unimplemented(
+            f"{kind} over tf.Example inputs is not implemented by tfsent.serve; use Predict"
+        )
 
     def status(self, spec: Any) -> list[Any]:
         """GetModelStatus: ``ModelVersionStatus`` protos, newest version first."""
@@ -422,13 +635,15 @@ def _status_proto(entry: _Version) -> Any:
     return status
 
 
-def _load_error(err: Exception) -> RequestError:
+def _load_error(err: Exception, base_path: str) -> RequestError:
     import tensorflow as tf
 
     if isinstance(err, RequestError):
-        return err
+        return RequestError(err.code, clean_message(err.message, [base_path]))
     if isinstance(err, tf.errors.OpError):
-        return RequestError(code_from_number(err.error_code), err.message)
-    if isinstance(err, FileNotFoundError):
-        return RequestError(grpc.StatusCode.NOT_FOUND, str(err))
-    return RequestError(grpc.StatusCode.UNKNOWN, str(err) or type(err).__name__)
+        code, message = code_from_number(err.error_code), err.message
+    elif isinstance(err, FileNotFoundError):
+        code, message = grpc.StatusCode.NOT_FOUND, str(err)
+    else:
+        code, message = grpc.StatusCode.UNKNOWN, str(err) or type(err).__name__
+    return RequestError(code, clean_message(message, [base_path]))

@@ -10,7 +10,10 @@ Local server (the default)::
     # leaving the block sends SIGTERM and checks the process exited 0
 
 It picks free loopback ports, runs offline (``HF_HUB_OFFLINE=1`` ...), and returns once
-``GET /v1/models/<name>`` reports a version AVAILABLE.
+``GET /v1/models/<name>`` reports a version AVAILABLE. It works from an installed ``tfsent``
+(the child runs the same interpreter) and from a source checkout that is not installed (the
+folder holding the ``tfsent`` package then goes on the child's ``PYTHONPATH``); the child runs
+in the caller's working directory, so relative paths mean the same to both.
 
 **External server.** Set ``TFSENT_TEST_GRPC`` (``host:8500``) and ``TFSENT_TEST_REST``
 (``http://host:8501``) to test a real ``tensorflow_model_server`` (e.g. the
@@ -26,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -38,7 +42,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import tfsent
+
+# The folder holding the ``tfsent`` package: a source checkout's root, or site-packages.
+PACKAGE_ROOT = Path(tfsent.__file__).resolve().parents[1]
+# Kept for callers that still import it: the checkout's root when tfsent runs from one.
+REPO = PACKAGE_ROOT
 GRPC_ENV = "TFSENT_TEST_GRPC"
 REST_ENV = "TFSENT_TEST_REST"
 
@@ -64,13 +73,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _in_site_packages() -> bool:
+    roots = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()]}
+    return PACKAGE_ROOT in roots
+
+
 def server_env() -> dict[str, str]:
-    """The environment for a server subprocess: offline, quiet, this checkout importable."""
+    """The environment for a server subprocess: offline, quiet, this ``tfsent`` importable."""
     env = dict(os.environ)
     env.update(
         HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1"
     )
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if not _in_site_packages():  # a checkout, installed editable or not
+        paths = [str(PACKAGE_ROOT), env.get("PYTHONPATH")]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
     return env
 
 
@@ -188,7 +204,7 @@ def start_server(
         args += list(extra_args)
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                args, cwd=REPO, env=server_env(), stdout=log, stderr=subprocess.STDOUT
+                args, env=server_env(), stdout=log, stderr=subprocess.STDOUT
             )
         try:
             wait_available(

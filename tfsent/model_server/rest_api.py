@@ -10,9 +10,15 @@ because its predict route holds a colon (``/v1/models/tfsent/versions/2:predict`
 
 Errors are ``{"error": "..."}`` with the HTTP status TF Serving maps the status code to; any
 other ``/v1/`` request is ``400 Malformed request: METHOD PATH``. ``/docs`` shows the routes.
-Prometheus metrics are served at the monitoring config's path when it enables them::
+Prometheus metrics are served at the monitoring config's path when it enables them.
 
-    app = create_app(manager, metrics, prometheus_path="/monitoring/prometheus/metrics")
+Predict work (JSON parsing, the model run, the reply) goes to the REST ``RequestQueue``: a full
+queue answers 503 before the body is read, a body over ``max_body_bytes`` 413, and a request
+not answered within ``timeout`` seconds (``--rest_api_timeout_in_ms``) 504. Status and metadata
+are answered on the event loop::
+
+    app = create_app(manager, RequestQueue("REST", 8, 64), metrics,
+                     prometheus_path="/monitoring/prometheus/metrics")
     uvicorn.run(app, port=8501)
 """
 
@@ -24,18 +30,14 @@ import re
 import time
 from typing import Any
 
-import anyio
+import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+from tensorflow_serving.apis import model_pb2
 
-from tfsent.model_server.grpc_api import (
-    SIGNATURE_DEF_FIELD,
-    check_example_signature,
-    model_metadata,
-)
-from tfsent.model_server.manager import ModelManager
+from tfsent.model_server.executor import RequestQueue, run_queued
+from tfsent.model_server.manager import SIGNATURE_DEF_FIELD, ModelManager
 from tfsent.model_server.metrics import ServingMetrics
 from tfsent.model_server.rest_json import parse_body, request_tensors, response_json, signature_name
 from tfsent.model_server.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
@@ -93,7 +95,11 @@ def _route_doc(path: str, predict: bool = False) -> dict[str, Any]:
 def _json_response(body: Any, status: int = 200, pretty: bool = True) -> Response:
     # Status and metadata are read by people (curl); predictions by programs, so compact.
     text = json.dumps(body, ensure_ascii=False, indent=1 if pretty else None)
-    return Response(text, status_code=status, media_type="application/json")
+    try:
+        content = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate echoed in an error: escape it instead
+        content = json.dumps(body, indent=1 if pretty else None).encode("ascii")
+    return Response(content, status_code=status, media_type="application/json")
 
 
 def _proto_json(message: Any) -> dict[str, Any]:
@@ -116,14 +122,27 @@ def _model_spec(name: str, version: str | None, label: str | None) -> Any:
 
 
 class RestApi:
-    """Request handling behind the routes (sync: runs on the REST worker threads)."""
+    """Request handling behind the routes."""
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics | None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        queue: RequestQueue,
+        metrics: ServingMetrics | None = None,
+        max_body_bytes: int = 0,
+        timeout: float | None = None,
+        max_instances: int = 0,
+    ) -> None:
         self.manager = manager
+        self.queue = queue
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
+        self.max_instances = max_instances
 
-    def handle(self, method: str, path: str, body: bytes) -> Response:
+    async def dispatch(self, request: Request) -> Response:
         started = time.perf_counter()
+        method, path = request.method, request.url.path
         api, model_name = "unknown", ""
         try:
             prediction = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
@@ -131,7 +150,13 @@ class RestApi:
             if prediction:
                 model_name, version, label, api = prediction.groups()
                 api = api.lower()
-                reply = self._prediction(api, _model_spec(model_name, version, label), body)
+                spec = _model_spec(model_name, version, label)
+                self.queue.check_capacity()  # refuse before reading (and holding) the body
+                body = await self._body(request)
+                deadline = None if self.timeout is None else time.monotonic() + self.timeout
+                reply = await run_queued(
+                    self.queue, lambda: self._prediction(api, spec, body, deadline), deadline
+                )
             elif status:
                 model_name, version, label, metadata = status.groups()
                 model_name = model_name or ""
@@ -147,17 +172,40 @@ class RestApi:
         except RequestError as err:
             code = err.code.name
             response = _json_response({"error": err.message}, err.http_status)
-        except Exception as err:  # a bug answers 500 and the server keeps serving
+        except Exception:  # a bug answers 500 and the server keeps serving
             log.exception("REST %s %s failed", method, path)
             code = "INTERNAL"
-            response = _json_response({"error": str(err) or type(err).__name__}, 500)
+            response = _json_response({"error": "Internal error (see the server log)"}, 500)
         if self.metrics is not None and api != "unknown":
             self.metrics.observe_request(
                 model_name, api, "REST", code, time.perf_counter() - started
             )
         return response
 
-    def _prediction(self, api: str, spec: Any, body: bytes) -> Any:
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refused (413) as soon as it is known to exceed the limit."""
+        limit = self.max_body_bytes
+
+        def too_large(size: str) -> RequestError:
+            return RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Request body of {size} bytes exceeds this server's limit of {limit} bytes "
+                "(--rest_api_max_body_bytes); send fewer or shorter instances per request",
+                http_status=413,
+            )
+
+        declared = request.headers.get("content-length", "")
+        if limit and declared.isdigit() and int(declared) > limit:
+            raise too_large(declared)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if limit and size > limit:
+                raise too_large(f"more than {limit}")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _prediction(self, api: str, spec: Any, body: bytes, deadline: float | None) -> Any:
         doc = parse_body(body)
         spec.signature_name = signature_name(doc)
         if api != "predict":
@@ -165,16 +213,11 @@ class RestApi:
                 "classify": (CLASSIFY_METHOD, "classification"),
                 "regress": (REGRESS_METHOD, "regression"),
             }[api]
-            check_example_signature(self.manager, spec, method, kind)
+            self.manager.check_example_signature(spec, method, kind)
         with self.manager.servable(spec) as handle:
-            name = spec.signature_name or DEFAULT_SIGNATURE
-            signature = handle.servable.signature_defs.get(name)
-            if signature is None:
-                raise RequestError.invalid_argument(
-                    f'Serving signature name: "{name}" not found in signature def'
-                )
-            inputs, fmt = request_tensors(doc, signature.inputs)
-            outputs = self.manager.run(handle, name, inputs)
+            name, input_infos = self.manager.input_infos(handle, spec.signature_name)
+            inputs, fmt = request_tensors(doc, input_infos, self.max_instances)
+            outputs = self.manager.run(handle, name, inputs, deadline=deadline)
         return response_json(outputs, fmt)
 
     def _status(self, spec: Any) -> Any:
@@ -182,41 +225,32 @@ class RestApi:
         return {"model_version_status": [_proto_json(s) for s in statuses]}
 
     def _metadata(self, spec: Any) -> Any:
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=spec, metadata_field=[SIGNATURE_DEF_FIELD]
-        )
-        response = model_metadata(self.manager, request)
-        signature_map = get_model_metadata_pb2.SignatureDefMap()
-        response.metadata[SIGNATURE_DEF_FIELD].Unpack(signature_map)
+        version, signature_map = self.manager.metadata(spec)
+        served = model_pb2.ModelSpec(name=spec.name)
+        served.version.value = version
         return {
-            "model_spec": _proto_json(response.model_spec),
+            "model_spec": _proto_json(served),
             "metadata": {SIGNATURE_DEF_FIELD: _proto_json(signature_map)},
         }
 
 
 def create_app(
     manager: ModelManager,
+    queue: RequestQueue,
     metrics: ServingMetrics | None = None,
     prometheus_path: str | None = None,
-    num_threads: int = 16,
+    max_body_bytes: int = 0,
+    timeout: float | None = None,
+    max_instances: int = 0,
 ) -> FastAPI:
-    """The REST app; ``prometheus_path`` serves the metrics there; ``num_threads`` bounds the
-    requests running at once (``--rest_api_num_threads``)."""
-    api = RestApi(manager, metrics)
+    """The REST app; ``prometheus_path`` serves the metrics there; limits as ``RestApi``'s."""
+    api = RestApi(manager, queue, metrics, max_body_bytes, timeout, max_instances)
     app = FastAPI(
         title="tfsent model server (TensorFlow Serving REST API)",
         description="TF Serving's REST API: model status, metadata and predict.",
         version="v1",
     )
-    limiter: list[anyio.CapacityLimiter] = []
-
-    async def dispatch(request: Request) -> Response:
-        if not limiter:  # created inside the event loop, on the first request
-            limiter.append(anyio.CapacityLimiter(num_threads))
-        body = await request.body()
-        return await anyio.to_thread.run_sync(
-            api.handle, request.method, request.url.path, body, limiter=limiter[0]
-        )
+    dispatch = api.dispatch
 
     if prometheus_path and metrics is not None:
 

@@ -26,12 +26,13 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from tfsent.model_server.status import RequestError
+from tfsent.model_server.status import RequestError, too_many_instances
 
 ROW = "row"
 COLUMNAR = "columnar"
@@ -60,6 +61,11 @@ _INT_RANGES = {
 # Largest integer a float type holds exactly (TF Serving's IsLosslessDecimal).
 _EXACT_INT = {"float": 2**24 - 1, "double": 2**53 - 1}
 _FLOAT_MAX = float(np.finfo(np.float32).max)
+# TensorFlow's own limit is 254 dimensions; JSON lists nested deeper than this are refused
+# before any recursion over them.
+MAX_RANK = 64
+MAX_QUOTED_CHARS = 256
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def _invalid(message: str) -> RequestError:
@@ -67,8 +73,12 @@ def _invalid(message: str) -> RequestError:
 
 
 def _text(value: Any) -> str:
-    """A JSON value as TF Serving quotes it in errors."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """A JSON value as TF Serving quotes it in errors (cut short: a reply stays small)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (RecursionError, ValueError):
+        text = "[...]"
+    return text if len(text) <= MAX_QUOTED_CHARS else text[:MAX_QUOTED_CHARS] + "..."
 
 
 def _json_type(value: Any) -> str:
@@ -105,9 +115,32 @@ def parse_body(body: bytes | str) -> dict[str, Any]:
         raise _invalid("JSON Parse error: Invalid encoding in string.") from None
     except json.JSONDecodeError as err:
         raise _invalid(f"JSON Parse error: {err.msg} at offset: {err.pos}") from None
+    except RecursionError:
+        raise _invalid("JSON Parse error: The document nests too deeply.") from None
+    except ValueError:  # an integer of more than 4300 digits
+        raise _invalid("JSON Parse error: Number too big to be stored in double.") from None
+    _check_surrogates(body, doc)
     if not isinstance(doc, dict):
         raise _invalid(f"JSON Value: {_text(doc)} Is not object")
     return doc
+
+
+def _check_surrogates(body: bytes | str, doc: Any) -> None:
+    """Refuse a lone UTF-16 surrogate (``"\\ud800"``), which Python's JSON parser lets through
+    but no UTF-8 text can hold, with the message of TF Serving's parser (RapidJSON)."""
+    text = body if isinstance(body, str) else body.decode("utf-8", "replace")
+    match = _SURROGATE_ESCAPE.search(text)
+    if match is None:
+        return
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid(
+            f"JSON Parse error: The surrogate pair in string is invalid. at offset: "
+            f"{match.start()}"
+        ) from None
+    except (RecursionError, ValueError):
+        pass
 
 
 def signature_name(doc: Mapping[str, Any]) -> str:
@@ -137,7 +170,10 @@ def _convert(value: Any, dtype: int) -> Any:
     if kind == "string":
         if not isinstance(value, str):
             raise _type_error(value, name)
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _invalid("JSON Parse error: The surrogate pair in string is invalid.") from None
     if kind == "bool":
         if not isinstance(value, bool):
             raise _type_error(value, name)
@@ -168,7 +204,7 @@ def _type_error(value: Any, dtype_name: str) -> RequestError:
 
 def _dense_shape(value: Any) -> list[int]:
     shape = []
-    while isinstance(value, list):
+    while isinstance(value, list) and len(shape) <= MAX_RANK:
         shape.append(len(value))
         if not value:
             break
@@ -206,6 +242,11 @@ def _tensor(value: Any, dtype: int) -> np.ndarray:
             f"Conversion of JSON Value: {_text(value)} to type: {dtype_name(dtype)}"
         )
     shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise _invalid(
+            f"JSON Value: lists nested more than {MAX_RANK} deep; tensors have at most "
+            f"{MAX_RANK} dimensions here"
+        )
     flat: list[Any] = []
     _fill(value, 0, shape, dtype, flat)
     np_dtype = _DTYPES[dtype][1]
@@ -222,11 +263,13 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 
 
 def request_tensors(
-    doc: Mapping[str, Any], input_infos: Mapping[str, Any]
+    doc: Mapping[str, Any], input_infos: Mapping[str, Any], max_instances: int = 0
 ) -> tuple[dict[str, np.ndarray], str]:
     """The input tensors of a predict body, and its format (``"row"`` or ``"columnar"``).
 
     ``input_infos`` maps the signature's input names to their ``TensorInfo`` (for the dtypes).
+    ``max_instances`` (0: no limit) refuses longer ``instances`` lists, or columnar inputs with
+    more rows, before converting anything.
     """
     if not input_infos:
         name = doc.get("signature_name") or "DEFAULT"
@@ -238,11 +281,20 @@ def request_tensors(
             f"JSON Value: {_text(doc)} Not formatted correctly expecting only one of 'inputs' "
             "or 'instances' keys to exist "
         )
+    if max_instances:
+        _check_rows(doc["instances"] if has_instances else doc.get("inputs"), max_instances)
     if has_instances:
         return _from_instances(doc, dtypes), ROW
     if has_inputs:
         return _from_inputs(doc["inputs"], dtypes), COLUMNAR
     raise _invalid("Missing 'inputs' or 'instances' key")
+
+
+def _check_rows(value: Any, limit: int) -> None:
+    columns = value.values() if isinstance(value, dict) and not _is_b64(value) else [value]
+    rows = max((len(c) for c in columns if isinstance(c, list)), default=0)
+    if rows > limit:
+        raise _invalid(too_many_instances(rows, limit))
 
 
 def _from_instances(doc: Mapping[str, Any], dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:

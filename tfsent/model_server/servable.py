@@ -2,23 +2,24 @@
 
 ``tf.saved_model.load`` gives the callable signatures; the ``SignatureDef`` protos (what
 GetModelMetadata reports and what requests are checked against) are read from the same
-``saved_model.pb``, as TF Serving reads its MetaGraphDef::
+``saved_model.pb``, as TF Serving reads its MetaGraphDef. Requests reach a servable only through
+``ModelManager.predict`` (checks, limits, batching), which the warmup replay uses too::
 
     servable = Servable.load("exported/tfsent/1", name="tfsent", version=1)
-    outputs = servable.predict("serving_default", {"text": np.array([b"great film"], object)})
-    outputs["label"]  # array([b'positive'], dtype=object)
+    servable.check_request("serving_default", {"text": texts})
+    outputs = servable.run("serving_default", {"text": texts})
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfsent.model_server.status import RequestError, code_from_number
+from tfsent.model_server.status import RequestError, clean_message, code_from_number
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def read_meta_graph(export_dir: Path, tags: Sequence[str]) -> Any:
 
 
 class Servable:
-    """A SavedModel version, loaded; ``predict`` checks a request and runs a signature."""
+    """A SavedModel version, loaded: ``check_request`` then ``run`` a signature."""
 
     def __init__(self, name: str, version: int, path: Path, loaded: Any, meta_graph: Any) -> None:
         self.name = name
@@ -184,37 +185,30 @@ class Servable:
         try:
             outputs = function(**{k: tf.convert_to_tensor(v) for k, v in inputs.items()})
         except tf.errors.OpError as err:
-            raise RequestError(code_from_number(err.error_code), err.message) from None
+            log.info("%s version %d: %s", self.name, self.version, err.message)
+            raise RequestError(
+                code_from_number(err.error_code), clean_message(err.message, [str(self.path)])
+            ) from None
         except (TypeError, ValueError) as err:
-            raise RequestError.invalid_argument(str(err).strip().splitlines()[0]) from None
+            raise RequestError.invalid_argument(clean_message(str(err).strip())) from None
         return {k: v.numpy() for k, v in outputs.items()}
 
-    def predict(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-    ) -> dict[str, np.ndarray]:
-        """``check_request`` + ``run``, keeping only ``output_filter`` (all outputs when empty)."""
-        self.check_request(signature_name, inputs, output_filter)
-        outputs = self.run(signature_name, inputs)
-        return select_outputs(outputs, output_filter)
-
-    def warmup(self, iterations: int = 1) -> int:
-        """Replay ``assets.extra/tf_serving_warmup_requests`` (PredictionLog TFRecords), as TF
-        Serving does before a version becomes AVAILABLE; returns the number of records run."""
+    def warmup_requests(self) -> Iterator[tuple[str, dict[str, np.ndarray], list[str]]]:
+        """The requests of ``assets.extra/tf_serving_warmup_requests`` (PredictionLog
+        TFRecords) as ``(signature, inputs, output_filter)``; TF Serving replays them before a
+        version becomes AVAILABLE, and so does ``ModelManager``."""
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
         path = self.path / WARMUP_FILE
         if not path.is_file():
-            return 0
+            return
         records = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
         if len(records) > MAX_WARMUP_RECORDS:
             raise RuntimeError(
-                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}"
+                f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at "
+                f"{WARMUP_FILE}"
             )
-        done = 0
         for record in records:
             entry = prediction_log_pb2.PredictionLog.FromString(record)
             kind = entry.WhichOneof("log_type")
@@ -227,10 +221,7 @@ class Servable:
                 continue
             request = entry.predict_log.request
             inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            for _ in range(iterations):
-                self.predict(request.model_spec.signature_name, inputs, list(request.output_filter))
-            done += 1
-        return done
+            yield request.model_spec.signature_name, inputs, list(request.output_filter)
 
 
 def select_outputs(

@@ -1,18 +1,22 @@
-"""The model server: gRPC (``grpcio``) and REST (FastAPI on uvicorn) over one ``ModelManager``.
+"""The model server: gRPC (``grpc.aio``) and REST (FastAPI on uvicorn) over one ``ModelManager``.
 
 Start-up follows ``tensorflow_model_server``: read the configs, load every model's versions
 (warmup included), then open the gRPC and REST ports. Bad input (missing base path, no versions,
 bad config file, port in use) is a ``UserError`` before anything is served. On SIGTERM/SIGINT it
-stops accepting, lets in-flight requests finish (``grpc.Server.stop(grace)`` and uvicorn's
-graceful shutdown), unloads the models and returns 0::
+stops accepting, lets in-flight requests finish for up to ``shutdown_grace_seconds``, answers
+the ones still unfinished then with UNAVAILABLE (HTTP 503: clients retry them elsewhere),
+unloads the models and returns 0::
 
-    options = ServerOptions(model_name="tfsent", model_base_path="exported/tfsent",
-                            port=8500, rest_api_port=8501)
+    options = ServerOptions(model_name="tfsent", model_base_path="exported/tfsent")
     sys.exit(serve(options))          # until SIGTERM
 
     with ModelServer(options) as server:   # in-process, e.g. for tests
         server.start()
         ...
+
+``ServerOptions`` is what ``python -m tfsent.serve`` takes: its fields are the flags (TF
+Serving's names and defaults; tfsent's own additions say so), and its field help is the
+``--help`` text.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ import os
 import signal
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,36 +36,172 @@ from tfsent.errors import UserError, fail
 
 log = logging.getLogger("tfsent.serve")
 
+MIB = 1024 * 1024
+# Time the transports get, after the grace period, to send the UNAVAILABLE answers.
+ABORT_MARGIN_SECONDS = 2.0
+
+
+def _threads() -> int:
+    return 4 * (os.cpu_count() or 1)
+
+
+def _flag(default: Any = None, help: str = "", **kwargs: Any) -> Any:  # noqa: A002
+    if "default_factory" in kwargs:
+        return field(metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help})
+
 
 @dataclass
 class ServerOptions:
     """What ``python -m tfsent.serve`` takes (TF Serving's flag names)."""
 
-    port: int = 8500
-    rest_api_port: int = 8501
-    host: str = "0.0.0.0"
-    model_name: str = "default"
-    model_base_path: str | None = None
-    model_config_file: str | None = None
-    model_config_file_poll_wait_seconds: float = 0
-    file_system_poll_wait_seconds: float = 1
-    enable_batching: bool = False
-    batching_parameters_file: str | None = None
-    monitoring_config_file: str | None = None
-    rest_api_num_threads: int = 4 * (os.cpu_count() or 1)
-    grpc_max_threads: int = 4 * (os.cpu_count() or 1)
-    allow_version_labels_for_unavailable_models: bool = False
-    enable_model_warmup: bool = True
-    num_request_iterations_for_warmup: int = 1
-    saved_model_tags: str = "serve"
-    tensorflow_intra_op_parallelism: int = 0
-    tensorflow_inter_op_parallelism: int = 0
-    shutdown_grace_seconds: float = 30
+    port: int = _flag(8500, "gRPC port")
+    rest_api_port: int = _flag(
+        8501,
+        "REST port; 0 turns the REST API off (TF Serving's default is 0; 8501 here, the port "
+        "serving/docker-compose.yml gives it)",
+    )
+    host: str = _flag(
+        "127.0.0.1",
+        "address both ports listen on. tfsent extension: TF Serving listens on every address; "
+        "this development server only on loopback unless told, e.g. --host=0.0.0.0",
+    )
+    model_name: str = _flag("default", "name of the model (with --model_base_path)")
+    model_base_path: str | None = _flag(
+        None, "folder holding the model's version folders (names of ASCII digits: 1/, 2/, ...)"
+    )
+    model_config_file: str | None = _flag(
+        None,
+        "text-format ModelServerConfig (model_config_list: names, base paths, version "
+        "policies, version labels), instead of --model_name/--model_base_path",
+    )
+    model_config_file_poll_wait_seconds: float = _flag(
+        0, "re-read --model_config_file this often (seconds; 0: never)"
+    )
+    file_system_poll_wait_seconds: float = _flag(
+        1, "look for new model versions this often (seconds; 0: only at startup)"
+    )
+    max_num_load_retries: int = _flag(
+        5,
+        "times a version that failed to load (e.g. a copy still in progress) is tried again "
+        "before giving up; 0: once only. Versions already serving stay up meanwhile",
+    )
+    load_retry_interval_micros: int = _flag(
+        60_000_000, "wait between load retries, in microseconds (negative: no wait)"
+    )
+    enable_batching: bool = _flag(
+        False, "merge concurrent requests into batches (server-side batching)"
+    )
+    batching_parameters_file: str | None = _flag(
+        None,
+        "text-format BatchingParameters (max_batch_size, batch_timeout_micros, "
+        "num_batch_threads, max_enqueued_batches, allowed_batch_sizes)",
+    )
+    monitoring_config_file: str | None = _flag(
+        None,
+        "text-format MonitoringConfig; prometheus_config { enable: true } serves metrics on "
+        "the REST port",
+    )
+    ssl_config_file: str | None = _flag(
+        None,
+        "text-format SSLConfig (server_key, server_cert and custom_ca as PEM texts, "
+        "client_verify): serve gRPC over TLS (REST stays plain HTTP, as in TF Serving)",
+    )
+    grpc_channel_arguments: str = _flag(
+        "",
+        "comma-separated gRPC server channel arguments, e.g. "
+        "grpc.max_concurrent_streams=100 (override the defaults below)",
+    )
+    grpc_max_threads: int = _flag(
+        help="gRPC predict requests run at once (default: 4 per CPU)", default_factory=_threads
+    )
+    rest_api_num_threads: int = _flag(
+        help="REST predict requests run at once (default: 4 per CPU)", default_factory=_threads
+    )
+    rest_api_timeout_in_ms: int = _flag(
+        30000,
+        "REST requests not answered within this many ms get 504 DEADLINE_EXCEEDED (a request "
+        "still queued then is never run); 0: no limit",
+    )
+    grpc_default_timeout_in_ms: int = _flag(
+        30000,
+        "tfsent extension: the deadline of gRPC requests whose client sets none "
+        "(DEADLINE_EXCEEDED after it); 0: none. A client's own deadline always applies",
+    )
+    max_queued_requests: int = _flag(
+        64,
+        "tfsent extension: predict requests that may wait, per API, when all threads are busy; "
+        "one more is refused at once with UNAVAILABLE / HTTP 503, which clients retry",
+    )
+    rest_api_max_body_bytes: int = _flag(
+        8 * MIB,
+        "tfsent extension: larger REST request bodies are refused with HTTP 413, unread; 0: no "
+        "limit",
+    )
+    grpc_max_receive_message_bytes: int = _flag(
+        8 * MIB,
+        "tfsent extension: larger gRPC requests fail with RESOURCE_EXHAUSTED (TF Serving takes "
+        "up to 2 GiB; set grpc.max_receive_message_length in --grpc_channel_arguments there); "
+        "0: no limit",
+    )
+    max_instances_per_request: int = _flag(
+        256,
+        "tfsent extension: requests with more instances (rows) are refused with 400 / "
+        "INVALID_ARGUMENT before they run; 0: no limit",
+    )
+    allow_version_labels_for_unavailable_models: bool = _flag(
+        False, "allow version_labels on versions that are not loaded (yet)"
+    )
+    allow_reload_config_request: bool = _flag(
+        False,
+        "tfsent extension: accept gRPC HandleReloadConfigRequest (it replaces the served models "
+        "and can load any folder the server can read, so any client could; off by default)",
+    )
+    enable_model_warmup: bool = _flag(
+        True, "replay assets.extra/tf_serving_warmup_requests before serving a version"
+    )
+    num_request_iterations_for_warmup: int = _flag(1, "times each warmup request is replayed")
+    saved_model_tags: str = _flag("serve", "comma-separated tags of the MetaGraph to load")
+    tensorflow_intra_op_parallelism: int = _flag(
+        0, "threads within one op (0: TensorFlow's choice)"
+    )
+    tensorflow_inter_op_parallelism: int = _flag(0, "ops run at once (0: TensorFlow's choice)")
+    shutdown_grace_seconds: float = _flag(
+        30,
+        "tfsent extension: on SIGTERM, wait this long for in-flight requests, then answer the "
+        "rest with UNAVAILABLE / HTTP 503",
+    )
 
 
 def _check_port(value: int, flag: str, allow_zero: bool) -> None:
     if not (0 if allow_zero else 1) <= value <= 65535:
         fail(f"{flag} must be a port number {'0-' if allow_zero else '1-'}65535, got {value}")
+
+
+def _check_options(o: ServerOptions) -> None:
+    _check_port(o.port, "--port", allow_zero=False)
+    _check_port(o.rest_api_port, "--rest_api_port", allow_zero=True)
+    if o.port == o.rest_api_port:
+        fail(f"--port and --rest_api_port are both {o.port}; give them different ports")
+    if o.model_config_file and o.model_base_path:
+        fail("give either --model_config_file or --model_name/--model_base_path, not both")
+    at_least = {"grpc_max_threads": 1, "rest_api_num_threads": 1}
+    for name in (
+        "max_num_load_retries",
+        "max_queued_requests",
+        "rest_api_timeout_in_ms",
+        "grpc_default_timeout_in_ms",
+        "rest_api_max_body_bytes",
+        "grpc_max_receive_message_bytes",
+        "max_instances_per_request",
+        "file_system_poll_wait_seconds",
+        "model_config_file_poll_wait_seconds",
+        "shutdown_grace_seconds",
+        *at_least,
+    ):
+        value, low = getattr(o, name), at_least.get(name, 0)
+        if value < low:
+            fail(f"--{name} must be at least {low}, got {value}")
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -95,12 +235,7 @@ class ModelServer:
         from tfsent.model_server import server_config
 
         self.options = options
-        _check_port(options.port, "--port", allow_zero=False)
-        _check_port(options.rest_api_port, "--rest_api_port", allow_zero=True)
-        if options.port == options.rest_api_port:
-            fail(f"--port and --rest_api_port are both {options.port}; give them different ports")
-        if options.model_config_file and options.model_base_path:
-            fail("give either --model_config_file or --model_name/--model_base_path, not both")
+        _check_options(options)
         self._config_text: str | None = None
         if options.model_config_file:
             self.config = server_config.read_model_server_config(options.model_config_file)
@@ -138,9 +273,20 @@ class ModelServer:
         )
         if self.monitoring.prometheus_enabled and not options.rest_api_port:
             fail("prometheus metrics are served on the REST port; set --rest_api_port")
+        self.ssl = (
+            server_config.read_ssl_config(options.ssl_config_file)
+            if options.ssl_config_file
+            else None
+        )
+        self.channel_arguments = server_config.parse_grpc_channel_arguments(
+            options.grpc_channel_arguments
+        )
         self.metrics: Any = None
         self.manager: Any = None
+        self.queues: dict[str, Any] = {}
         self._grpc_server: Any = None
+        self._grpc_loop: asyncio.AbstractEventLoop | None = None
+        self._grpc_thread: threading.Thread | None = None
         self._rest_server: Any = None
         self._rest_socket: socket.socket | None = None
         self._rest_thread: threading.Thread | None = None
@@ -149,6 +295,7 @@ class ModelServer:
         self._serving = False  # the ports are open (so stopping is worth logging)
 
     def _create_manager(self) -> None:
+        from tfsent.model_server.executor import RequestQueue
         from tfsent.model_server.manager import ManagerOptions, ModelManager
         from tfsent.model_server.metrics import ServingMetrics
 
@@ -167,12 +314,52 @@ class ModelServer:
                 allow_version_labels_for_unavailable_models=(
                     o.allow_version_labels_for_unavailable_models
                 ),
+                max_num_load_retries=o.max_num_load_retries,
+                load_retry_interval_seconds=o.load_retry_interval_micros / 1e6,
+                max_instances_per_request=o.max_instances_per_request,
+                allow_reload_config_request=o.allow_reload_config_request,
                 endpoints=endpoints,
             ),
             self.metrics,
         )
+        self.queues["grpc"] = RequestQueue("gRPC", o.grpc_max_threads, o.max_queued_requests)
+        if o.rest_api_port:
+            self.queues["rest"] = RequestQueue(
+                "REST", o.rest_api_num_threads, o.max_queued_requests
+            )
 
     # ------------------------------------------------------------------------------------------
+
+    def _grpc_options(self) -> list[tuple[str, Any]]:
+        o = self.options
+        options: dict[str, Any] = {
+            "grpc.max_receive_message_length": o.grpc_max_receive_message_bytes or -1,
+            "grpc.max_send_message_length": -1,
+            # Without this a second server could bind the same port next to ours.
+            "grpc.so_reuseport": 0,
+        }
+        options.update(self.channel_arguments)
+        return list(options.items())
+
+    def _credentials(self) -> Any:
+        import grpc
+
+        ssl = self.ssl
+        if ssl is None:
+            return None
+        try:
+            return grpc.ssl_server_credentials(
+                [(ssl.server_key.encode(), ssl.server_cert.encode())],
+                root_certificates=ssl.custom_ca.encode() if ssl.client_verify else None,
+                require_client_auth=ssl.client_verify,
+            )
+        except Exception as err:
+            fail(f"--ssl_config_file {self.options.ssl_config_file}: unusable key or certificate "
+                 f"({type(err).__name__}); give PEM texts of a matching key and certificate")
+
+    def _in_grpc_loop(self, coroutine: Any, timeout: float | None = None) -> Any:
+        assert self._grpc_loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._grpc_loop).result(timeout)
 
     def _bind_ports(self) -> None:
         """Claim both ports before the (slow) model load, so 'port in use' fails fast."""
@@ -183,18 +370,25 @@ class ModelServer:
         for port, flag in ((o.port, "--port"), (o.rest_api_port, "--rest_api_port")):
             if port:
                 _check_free(o.host, port, flag)
-        self._grpc_server = grpc.server(
-            ThreadPoolExecutor(max_workers=o.grpc_max_threads, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", -1),
-                ("grpc.max_send_message_length", -1),
-                # Without this a second server could bind the same port next to ours.
-                ("grpc.so_reuseport", 0),
-            ],
+        credentials = self._credentials()
+        self._grpc_loop = asyncio.new_event_loop()
+        self._grpc_thread = threading.Thread(
+            target=self._grpc_loop.run_forever, name="grpc-api", daemon=True
         )
+        self._grpc_thread.start()
+        # Many cheap calls (status, refusals) may be in flight; this bounds them all.
+        backstop = 4 * (o.grpc_max_threads + o.max_queued_requests) + 64
+
+        async def create() -> Any:
+            return grpc.aio.server(options=self._grpc_options(), maximum_concurrent_rpcs=backstop)
+
+        self._grpc_server = self._in_grpc_loop(create())
         address = f"{o.host}:{o.port}"
         try:
-            bound = self._grpc_server.add_insecure_port(address)
+            if credentials is not None:
+                bound = self._grpc_server.add_secure_port(address, credentials)
+            else:
+                bound = self._grpc_server.add_insecure_port(address)
         except RuntimeError:
             bound = 0
         if not bound:
@@ -222,7 +416,13 @@ class ModelServer:
         if o.tensorflow_inter_op_parallelism:
             tf.config.threading.set_inter_op_parallelism_threads(o.tensorflow_inter_op_parallelism)
         self._create_manager()
-        add_servicers(self._grpc_server, self.manager, self.metrics)
+        add_servicers(
+            self._grpc_server,
+            self.manager,
+            self.queues["grpc"],
+            self.metrics,
+            o.grpc_default_timeout_in_ms / 1000 or None,
+        )
         try:
             self.manager.configure(self.config, startup=True)
         except RequestError as err:
@@ -232,9 +432,14 @@ class ModelServer:
             )
         self.manager.load_initial()
         self.manager.start()
-        self._grpc_server.start()
+        self._in_grpc_loop(self._grpc_server.start())
         self._serving = True
-        log.info("Running gRPC ModelServer at %s:%d ...", o.host, o.port)
+        log.info(
+            "Running gRPC ModelServer at %s:%d%s ...",
+            o.host,
+            o.port,
+            " (TLS)" if self.ssl is not None else "",
+        )
         if self._rest_socket is not None:
             self._start_rest()
             log.info("Exporting HTTP/REST API at:%s:%d ...", o.host, o.rest_api_port)
@@ -251,13 +456,24 @@ class ModelServer:
 
         o = self.options
         prometheus = self.monitoring.prometheus_path if self.monitoring.prometheus_enabled else None
-        app = create_app(self.manager, self.metrics, prometheus, max(o.rest_api_num_threads, 1))
+        app = create_app(
+            self.manager,
+            self.queues["rest"],
+            self.metrics,
+            prometheus,
+            max_body_bytes=o.rest_api_max_body_bytes,
+            timeout=o.rest_api_timeout_in_ms / 1000 or None,
+            max_instances=o.max_instances_per_request,
+        )
         config = uvicorn.Config(
             app,
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=int(o.shutdown_grace_seconds) or None,
+            # Our own drain answers what is left at the grace period's end; this is a backstop.
+            timeout_graceful_shutdown=o.shutdown_grace_seconds + 2 * ABORT_MARGIN_SECONDS,
+            # Connections + requests at once beyond which uvicorn itself answers 503.
+            limit_concurrency=4 * (o.rest_api_num_threads + o.max_queued_requests) + 64,
         )
         self._rest_server = uvicorn.Server(config)
         ready = threading.Event()
@@ -300,24 +516,44 @@ class ModelServer:
                 log.error("Keeping the current model config; reloading %s failed: %s", path, err)
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, finish in-flight requests (up to ``grace`` seconds), unload models."""
+        """Stop accepting, let in-flight requests finish for up to ``grace`` seconds, answer
+        the rest with UNAVAILABLE, unload the models."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         grace = self.options.shutdown_grace_seconds if grace is None else grace
         if self._serving:
             log.info("Shutting down: draining in-flight requests (up to %gs)", grace)
-        grpc_done = self._grpc_server.stop(grace) if self._grpc_server is not None else None
+        grpc_done = None
+        if self._grpc_server is not None and self._grpc_loop is not None:
+            grpc_done = asyncio.run_coroutine_threadsafe(
+                self._grpc_server.stop(grace + ABORT_MARGIN_SECONDS), self._grpc_loop
+            )
         if self._rest_server is not None:
             self._rest_server.should_exit = True
+        end = time.monotonic() + grace
+        for name, queue in self.queues.items():
+            if not queue.wait_idle(max(end - time.monotonic(), 0.0)):
+                count = queue.abort("Server is shutting down; retry the request")
+                log.warning("Grace period over: %d %s request(s) answered UNAVAILABLE", count, name)
+        if grpc_done is not None:
+            try:
+                grpc_done.result(grace + 2 * ABORT_MARGIN_SECONDS)
+            except Exception:  # a stuck transport must not keep the process alive
+                log.exception("stopping the gRPC server failed")
         if self._rest_thread is not None:
-            self._rest_thread.join(grace + 5)
+            self._rest_thread.join(grace + 2 * ABORT_MARGIN_SECONDS)
         elif self._rest_socket is not None:
             self._rest_socket.close()
-        if grpc_done is not None:
-            grpc_done.wait(grace + 5)
+        if self._grpc_loop is not None:
+            self._grpc_loop.call_soon_threadsafe(self._grpc_loop.stop)
+            if self._grpc_thread is not None:
+                self._grpc_thread.join(5)
+        for queue in self.queues.values():
+            queue.abort("Server is shutting down; retry the request")
+            queue.stop(wait=False)  # a worker still in a model run ends with the process
         if self.manager is not None:
-            self.manager.stop()
+            self.manager.stop(timeout=ABORT_MARGIN_SECONDS)
         if self._serving:
             log.info("Server stopped")
 

@@ -3,10 +3,14 @@
 - ``--model_config_file``: a text ``tensorflow.serving.ModelServerConfig`` (from the
   ``tensorflow-serving-api`` package), e.g. ``serving/models.config``.
 - ``--batching_parameters_file``: a text ``tensorflow.serving.BatchingParameters``, and
-- ``--monitoring_config_file``: a text ``tensorflow.serving.MonitoringConfig``. Those two protos are
-  not in the pip package, so their messages are declared here (same names, the fields this server
-  implements) and parsed with protobuf's own ``text_format``, which gives the exact grammar and
-  one-line errors naming the line and field.
+- ``--monitoring_config_file``: a text ``tensorflow.serving.MonitoringConfig``, and
+- ``--ssl_config_file``: a text ``tensorflow.serving.SSLConfig`` (PEM texts, not file names).
+  Those three protos are not in the pip package, so their messages are declared here (same
+  names, the fields this server implements) and parsed with protobuf's own ``text_format``,
+  which gives the exact grammar and one-line errors naming the line and field.
+
+Version folders are read with ``tfsent.versions.scan_versions`` (ASCII digits only, as TF
+Serving).
 
 ::
 
@@ -16,12 +20,13 @@
     >>> aspired_versions(single_model_config("m", "/x").model_config_list.config[0]
     ...                  .model_version_policy, [1, 3, 2])
     {3}
+    >>> parse_grpc_channel_arguments("grpc.max_receive_message_length=1024,grpc.lb_policy_name=x")
+    [('grpc.max_receive_message_length', 1024), ('grpc.lb_policy_name', 'x')]
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ from google.protobuf import (
 from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
 
 from tfsent.errors import fail
+from tfsent.versions import scan_versions
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
@@ -44,7 +50,6 @@ VersionPolicy = (
     file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
 )
 
-VERSION_DIR = re.compile(r"^\d+$")
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 SUPPORTED_PLATFORMS = ("", "tensorflow")
 
@@ -108,12 +113,16 @@ def _declare_messages() -> dict[str, type]:
     add(prometheus, "path", "string_scalar")
     monitoring = proto.message_type.add(name="MonitoringConfig")
     add(monitoring, "prometheus_config", ".tensorflow.serving.PrometheusConfig")
+    ssl = proto.message_type.add(name="SSLConfig")  # tensorflow_serving/config/ssl_config.proto
+    for name in ("server_key", "server_cert", "custom_ca"):
+        add(ssl, name, "string_scalar")
+    add(ssl, "client_verify", "bool_scalar")
     pool.Add(proto)
     return {
         name: message_factory.GetMessageClass(
             pool.FindMessageTypeByName(f"tensorflow.serving.{name}")
         )
-        for name in ("BatchingParameters", "MonitoringConfig")
+        for name in ("BatchingParameters", "MonitoringConfig", "SSLConfig")
     }
 
 
@@ -207,20 +216,6 @@ def aspired_versions(policy: Any, on_disk: Iterable[int]) -> set[int]:
     return set(versions[:keep])
 
 
-def scan_versions(base_path: Path) -> dict[int, Path] | None:
-    """Integer-named folders under ``base_path`` by version, or None if it is no folder.
-
-    Other names (an exporter's ``.tmp-*`` staging folder, files) are not versions.
-    """
-    if not base_path.is_dir():
-        return None
-    return {
-        int(entry.name): entry
-        for entry in base_path.iterdir()
-        if VERSION_DIR.match(entry.name) and entry.is_dir()
-    }
-
-
 def check_base_path(model: Any) -> None:
     """``UserError`` unless a model's base path holds a version its policy wants served."""
     base = Path(model.base_path)
@@ -232,7 +227,7 @@ def check_base_path(model: Any) -> None:
         )
     if not on_disk:
         fail(
-            f"model {model.name}: no version folders (integer names such as 1/) under "
+            f"model {model.name}: no version folders (names of ASCII digits such as 1/) under "
             f"{base}; export a model there first (python -m tfsent.export)"
         )
     if not aspired_versions(model.model_version_policy, on_disk):
@@ -344,3 +339,87 @@ def read_monitoring_config(path: str | os.PathLike[str]) -> MonitoringConfig:
     return parse_monitoring_config(
         _read_text(path, "--monitoring_config_file"), f"--monitoring_config_file {path}"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# TLS and gRPC channel arguments
+
+
+@dataclass(frozen=True)
+class SslConfig:
+    """TF Serving's ``SSLConfig``: PEM texts of the server's key and certificate, and the CA
+    that client certificates must chain to when ``client_verify``."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def parse_ssl_config(text: str, source: str = "--ssl_config_file") -> SslConfig:
+    message = _parse(text, _MESSAGES["SSLConfig"](), f"{source} (SSLConfig text proto)")
+    for name in ("server_key", "server_cert"):
+        value = getattr(message, name)
+        if "-----BEGIN" not in value:
+            fail(
+                f"{source}: {name} must hold the PEM text itself (-----BEGIN ...), as TF "
+                "Serving's SSLConfig, not a file name"
+            )
+    if message.custom_ca and "-----BEGIN" not in message.custom_ca:
+        fail(f"{source}: custom_ca must hold PEM text (-----BEGIN CERTIFICATE-----)")
+    if message.client_verify and not message.custom_ca:
+        fail(f"{source}: client_verify needs custom_ca, the CA that signs client certificates")
+    _check_pem(message.server_key, message.server_cert, message.custom_ca, source)
+    return SslConfig(
+        message.server_key, message.server_cert, message.custom_ca, message.client_verify
+    )
+
+
+def _check_pem(key: str, cert: str, ca: str, source: str) -> None:
+    """Load the PEM texts with the ``ssl`` module, so a bad key or certificate is one clear
+    line now rather than gRPC's C++ log at bind time."""
+    import ssl
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tfsent-ssl-") as folder:
+        key_file, cert_file = Path(folder) / "key.pem", Path(folder) / "cert.pem"
+        key_file.touch(mode=0o600)
+        key_file.write_text(key)
+        cert_file.write_text(cert)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, ValueError) as err:
+            fail(
+                f"{source}: unusable key or certificate ({err.__class__.__name__}: "
+                f"{getattr(err, 'reason', None) or err}); give PEM texts of a matching "
+                "private key and certificate"
+            )
+    if ca:
+        try:
+            ssl.create_default_context(cadata=ca)
+        except (ssl.SSLError, ValueError) as err:
+            fail(f"{source}: unusable custom_ca ({err.__class__.__name__}); give the CA's PEM text")
+
+
+def read_ssl_config(path: str | os.PathLike[str]) -> SslConfig:
+    return parse_ssl_config(_read_text(path, "--ssl_config_file"), f"--ssl_config_file {path}")
+
+
+def parse_grpc_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """``--grpc_channel_arguments``: ``key=value`` pairs, comma-separated; values that are
+    32-bit integers are passed as integers, others as strings (TF Serving's parsing)."""
+    arguments: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(
+                f"--grpc_channel_arguments: {item!r} is not key=value; "
+                "e.g. grpc.max_concurrent_streams=100"
+            )
+        try:
+            number = int(value)
+        except ValueError:
+            arguments.append((key, value))
+            continue
+        arguments.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+    return arguments
