@@ -7,8 +7,11 @@ import contextlib
 import io
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -16,16 +19,29 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.tiny import make_tiny_run_dir, tiny_tokenizer
 from tfsent import export as export_module
 from tfsent.data import clean_text
 from tfsent.errors import UserError, run_cli
-from tfsent.export import export_run, list_graph_ops, main, unsupported_ops
+from tfsent.export import (
+    SERVING_IMAGE,
+    TF_TEXT_OPS,
+    export_run,
+    list_graph_ops,
+    load_tokenizer_from_export,
+    main,
+    remove_stale_staging,
+    unsupported_ops,
+)
 from tfsent.features import encode, truncate_ids
-from tfsent.graph_tokenizer import GraphTokenizer
+from tfsent.graph_tokenizer import TRIM_CHARS_PER_TOKEN, GraphTokenizer
+from tfsent.rundir import RunDir
+from tfsent.tiny_run import make_tiny_run_dir, tiny_tokenizer
 
+REPO = Path(__file__).resolve().parents[1]
 MAX_LENGTH = 32
 LABELS = ("negative", "positive")
+# The module's run is calibrated: its metrics.json holds this temperature.
+TEMPERATURE = 2.0
 LONG_REVIEW = (
     "The first scene is great. " + "The plot was dull and the acting was bad. " * 12
     + "But the ending was beautiful and I loved it!"
@@ -68,9 +84,29 @@ def pad(rows: list[list[int]]) -> np.ndarray:
     return np.array([r + [0] * (width - len(r)) for r in rows], dtype=np.int64)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def keras_logits(model, rows: list[list[int]]) -> np.ndarray:
+    ids = pad(rows)
+    features = {"input_ids": ids.astype(np.int32), "attention_mask": (ids != 0).astype(np.int32),
+                "token_type_ids": np.zeros_like(ids, np.int32)}
+    return model(features, training=False).logits.numpy()
+
+
+def write_temperature(run: Path, temperature: float) -> None:
+    """metrics.json as tfsent.fit writes it after calibrating (the parts the export reads)."""
+    (run / "metrics.json").write_text(json.dumps({"calibration": {"temperature": temperature}}))
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    return make_tiny_run_dir(tmp_path_factory.mktemp("run"), LABELS, MAX_LENGTH, "head+tail")
+    run = make_tiny_run_dir(tmp_path_factory.mktemp("run"), LABELS, MAX_LENGTH, "head+tail")
+    write_temperature(run, TEMPERATURE)
+    assert RunDir(run).temperature == TEMPERATURE
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +125,24 @@ def exported(cli_export) -> Path:
     return cli_export[2] / "1"
 
 
-@pytest.fixture(scope="module")
-def session(exported):
-    """The export loaded as TF Serving's C++ loader does: a TF1 graph + session, by tensor names."""
+@contextlib.contextmanager
+def tf1_session(version_dir: Path):
+    """An export loaded as TF Serving's C++ loader does (a SavedModelBundle): a fresh TF1 graph
+    and session, tag "serve", signatures answered by tensor names."""
     graph = tf.Graph()
     with graph.as_default():
         sess = tf.compat.v1.Session(graph=graph)
-        meta_graph = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(exported))
-    yield sess, meta_graph.signature_def
-    sess.close()
+        meta_graph = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(version_dir))
+    try:
+        yield sess, meta_graph.signature_def
+    finally:
+        sess.close()
+
+
+@pytest.fixture(scope="module")
+def session(exported):
+    with tf1_session(exported) as loaded:
+        yield loaded
 
 
 def run_signature(session, name: str, feeds: dict) -> dict[str, np.ndarray]:
@@ -109,7 +154,19 @@ def run_signature(session, name: str, feeds: dict) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def keras_model(run_dir):
-    return export_module.load_float32_model(run_dir / "model")
+    return RunDir(run_dir).load_model()
+
+
+@pytest.fixture(scope="module")
+def real_reviews(imdb_tarball) -> list[str]:
+    """Real raw IMDB reviews: the 40 longest (up to 14,000 characters) and 40 others."""
+    from tfsent.config import DataConfig
+    from tfsent.data import read_source
+
+    texts = read_source(str(imdb_tarball), DataConfig())["train"].texts
+    longest = sorted(texts, key=len)[-40:]
+    others = [texts[i] for i in np.random.default_rng(0).choice(len(texts), 40, replace=False)]
+    return longest + others
 
 
 def test_cli_prints_the_version_path(cli_export, exported):
@@ -120,17 +177,28 @@ def test_cli_prints_the_version_path(cli_export, exported):
 
 
 def test_layout(exported, run_dir):
-    assert (exported / "saved_model.pb").is_file()
+    # Nothing of the staging (lock, scratch files) is left in the version.
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "assets", "assets.extra", "fingerprint.pb", "saved_model.pb", "variables"]
     assert (exported / "variables" / "variables.index").is_file()
     assets = exported / "assets"
+    assert sorted(p.name for p in assets.iterdir()) == [
+        "export_config.json", "labels.txt", "vocab.txt"]
     assert (assets / "labels.txt").read_text() == "negative\npositive\n"
     vocab = (run_dir / "tokenizer" / "vocab.txt").read_text(encoding="utf-8").splitlines()
     assert (assets / "vocab.txt").read_text(encoding="utf-8").splitlines() == vocab
     config = json.loads((assets / "export_config.json").read_text())
     assert config["model_name"] == "tfsent" and config["version"] == 1
-    assert (config["max_length"], config["truncation"]) == (MAX_LENGTH, "head+tail")
-    assert config["do_lower_case"] is True
     assert config["label_names"] == list(LABELS)
+    assert config["temperature"] == TEMPERATURE
+    tokenizer = config["tokenizer"]
+    assert (tokenizer["class_name"], tokenizer["vocab_file"]) == ("GraphTokenizer", "vocab.txt")
+    options = tokenizer["config"]
+    assert (options["max_length"], options["truncation"]) == (MAX_LENGTH, "head+tail")
+    assert (options["lowercase"], options["strip_accents"]) == (True, True)
+    assert options["trim_chars_per_token"] == TRIM_CHARS_PER_TOKEN
+    assert "vocab" not in options and set(options["char_classes"]) == {
+        "removed", "spaces", "cjk", "marks", "split", "punctuation"}
     outputs = ["probabilities", "label_id", "label", "logits", "classes"]
     assert config["signatures"] == {
         "serving_default": {"inputs": ["text"], "outputs": outputs},
@@ -138,8 +206,42 @@ def test_layout(exported, run_dir):
                       "outputs": outputs},
     }
     assert config["tensorflow_text_version"] == metadata.version("tensorflow-text")
-    major_minor = ".".join(metadata.version("tensorflow-text").split(".")[:2])
-    assert config["serving_image"] == f"tensorflow/serving:{major_minor}.0"
+    assert config["serving_image"] == SERVING_IMAGE == "tensorflow/serving:2.20.0"
+    assert config["tensorflow_text_ops"] == list(TF_TEXT_OPS)
+
+
+def test_the_export_describes_its_tokenizer_completely(exported, run_dir, session):
+    """assets/ alone rebuild the serving graph's tokenizer: same ids as the export's graph."""
+    rebuilt = load_tokenizer_from_export(exported)
+    original = GraphTokenizer.from_hf(tiny_tokenizer(), MAX_LENGTH, "head+tail")
+    assert rebuilt.get_config() == original.get_config()
+    texts = TEXTS + [LONG_REVIEW * 200]  # and one the trim cuts
+    hf = tiny_tokenizer()
+    ids = rebuilt(tf.constant(texts))["input_ids"].numpy()
+    np.testing.assert_array_equal(ids, pad(hf_rows(hf, texts, MAX_LENGTH, "head+tail")))
+    # The SavedModel's own tokenizer, through its logits: the same ids give the same logits.
+    served = run_signature(session, "serving_default",
+                           {"text": np.array([t.encode() for t in texts], dtype=object)})
+    by_ids = run_signature(session, "token_ids", {
+        "input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
+        "token_type_ids": np.zeros_like(ids)})
+    np.testing.assert_allclose(served["logits"], by_ids["logits"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("lowercase", [True, False], ids=["uncased", "cased"])
+@pytest.mark.parametrize("trim", [TRIM_CHARS_PER_TOKEN, 7, None])
+def test_tokenizer_config_round_trip(lowercase, trim):
+    graph = GraphTokenizer.from_hf(tiny_tokenizer(lowercase), 12, "tail", trim_chars_per_token=trim)
+    config = json.loads(json.dumps(graph.get_config()))  # plain JSON values
+    again = GraphTokenizer.from_config(config)
+    assert again.get_config() == graph.get_config()
+    assert (config["lowercase"], config["trim_chars_per_token"]) == (lowercase, trim)
+    texts = tf.constant(TEXTS + [LONG_REVIEW * 50])
+    for key, value in graph(texts).items():
+        np.testing.assert_array_equal(again(texts)[key].numpy(), value.numpy())
+    # ...and the config does matter: another max_length gives other ids.
+    shorter = GraphTokenizer.from_config({**config, "max_length": 8})
+    assert shorter(texts)["input_ids"].shape[1] == 8 < graph(texts)["input_ids"].shape[1]
 
 
 def test_warmup_requests_are_prediction_logs(exported):
@@ -165,6 +267,8 @@ def test_every_op_is_registered_and_there_is_no_python(exported):
     assert {"FastWordpieceTokenizeWithOffsets", "RegexSplitWithOffsets", "StaticRegexReplace",
             "MatMul", "Softmax"} <= ops
     assert unsupported_ops(ops) == set()
+    # The tensorflow-text ops (not in tf.raw_ops) are the ones SERVING_IMAGE must link.
+    assert {op for op in ops if not hasattr(tf.raw_ops, op)} == set(TF_TEXT_OPS)
     # ...and the check does flag what a C++ server cannot run.
     assert unsupported_ops({"MatMul", "PyFunc", "EagerPyFunc", "NoSuchOp"}) == {
         "PyFunc", "EagerPyFunc", "NoSuchOp"}
@@ -266,14 +370,18 @@ def test_a_request_of_no_texts_gets_empty_outputs(session):
 
 def test_exported_probabilities_equal_the_keras_model(session, keras_model):
     hf = tiny_tokenizer(lowercase=True)
-    ids = pad(hf_rows(hf, TEXTS, MAX_LENGTH, "head+tail"))
-    features = {"input_ids": ids.astype(np.int32), "attention_mask": (ids != 0).astype(np.int32),
-                "token_type_ids": np.zeros_like(ids, np.int32)}
-    want = tf.nn.softmax(keras_model(features, training=False).logits, axis=-1).numpy()
+    rows = hf_rows(hf, TEXTS, MAX_LENGTH, "head+tail")
+    ids = pad(rows)
+    logits = keras_logits(keras_model, rows)
     texts = np.array([t.encode() for t in TEXTS], dtype=object)
     got = run_signature(session, "serving_default", {"text": texts})
-    np.testing.assert_allclose(got["probabilities"], want, atol=1e-5, rtol=0)
-    assert want[:, 1].std() > 0.05  # outputs depend on the text: a wrong id would show
+    # Calibrated: probabilities are softmax(logits / T); logits and the argmax are the model's.
+    np.testing.assert_allclose(got["logits"], logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["probabilities"], softmax(logits / TEMPERATURE), atol=1e-6,
+                               rtol=0)
+    assert np.abs(got["probabilities"] - softmax(logits)).max() > 0.01  # T really applies
+    np.testing.assert_array_equal(got["label_id"], logits.argmax(axis=1))
+    assert softmax(logits)[:, 1].std() > 0.05  # outputs depend on the text: a wrong id would show
     assert set(got["label_id"]) == {0, 1}
 
     by_ids = run_signature(session, "token_ids", {
@@ -287,12 +395,43 @@ def test_exported_probabilities_equal_the_keras_model(session, keras_model):
         [name.encode() for name in LABELS]] * len(TEXTS)
 
 
+def test_uncalibrated_export_gives_the_plain_softmax(tiny_export):
+    """A run without a temperature (the shared tiny export's) exports T = 1."""
+    config = json.loads((tiny_export / "assets" / "export_config.json").read_text())
+    assert config["temperature"] == 1.0
+    loaded = tf.saved_model.load(str(tiny_export))
+    out = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
+    np.testing.assert_allclose(out["probabilities"].numpy(), softmax(out["logits"].numpy()),
+                               atol=1e-6, rtol=0)
+
+
+def test_real_reviews_through_the_tf1_session_equal_the_keras_model(
+        session, keras_model, real_reviews):
+    """Real IMDB reviews, long ones included (the trim cuts those), through both signatures
+    of the export loaded as TF Serving loads it."""
+    hf = tiny_tokenizer()
+    rows = hf_rows(hf, real_reviews, MAX_LENGTH, "head+tail")
+    logits = keras_logits(keras_model, rows)
+    got = run_signature(session, "serving_default",
+                        {"text": np.array([t.encode() for t in real_reviews], dtype=object)})
+    np.testing.assert_allclose(got["logits"], logits, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["probabilities"], softmax(logits / TEMPERATURE), atol=1e-6,
+                               rtol=0)
+    np.testing.assert_array_equal(got["label_id"], logits.argmax(axis=1))
+    ids = pad(rows)
+    by_ids = run_signature(session, "token_ids", {
+        "input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
+        "token_type_ids": np.zeros_like(ids)})
+    np.testing.assert_allclose(by_ids["logits"], logits, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(by_ids["label_id"], got["label_id"])
+
+
 def test_model_loads_in_float32_under_a_mixed_precision_policy(run_dir):
     import tf_keras
 
     tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = export_module.load_float32_model(run_dir / "model")
+        model = RunDir(run_dir).load_model()
         assert tf_keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # restored
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
@@ -308,6 +447,135 @@ def test_non_bert_tokenizer_is_a_user_error():
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     with pytest.raises(UserError, match="supports BERT WordPiece tokenizers"):
         GraphTokenizer.from_hf(PreTrainedTokenizerFast(tokenizer_object=backend), 16, "head")
+
+
+# Trimming long texts before tokenization (GraphTokenizer.trim): same ids, bounded work.
+
+
+def reference_trim(text: str, head_chars: int, tail_chars: int) -> str:
+    """What GraphTokenizer.trim keeps of a (valid) text, in Python."""
+    if len(text) <= head_chars + tail_chars:
+        return text
+    return text[:head_chars] + " " + text[len(text) - tail_chars:]
+
+
+# Words tokenization treats differently: multibyte (2, 3 and 4 bytes, combining marks, ZWJ
+# emoji), CJK (a token each), special tokens, punctuation runs, words at and over HF's
+# 100-character limit ([UNK]), deleted characters inside words, <br /> tags in all spellings.
+PIECES = [
+    "great", "Film", "boring", "don't", "café", "CAFÉ", "naïve", "e\u0301" * 5, "Straße", "ΣΑΣ",
+    "這部電影很好", "映画", "😀", "👍🏽", "👨\u200d👩\u200d👧", "[SEP]", "x[CLS]y", "!!!???", "...",
+    "a" * 100, "b" * 101, "é" * 99, "soft\u00adhyphen", "zero\u200bwidth", "a\x00b",
+    "<br />", "<BR>", "<br/>", "<br  />", "x\ufffdy", "private\ue000use",
+]
+SEPARATORS = [" ", " ", " ", "  ", "\n", "\n\n", "\t", " \u3000 ", "\r\n", " " * 20]
+
+
+def generated_review(rng: np.random.Generator, chars: int) -> str:
+    """Random words and separators, every word with its separators under 128 characters."""
+    parts, size = [], 0
+    while size < chars:
+        word = PIECES[rng.integers(len(PIECES))] if rng.random() < 0.3 else \
+            str(rng.choice(["the", "movie", "was", "not", "bad", "I", "loved", "it", ","]))
+        parts += [word, SEPARATORS[rng.integers(len(SEPARATORS))]]
+        size += len(word) + len(parts[-1])
+    return "".join(parts)
+
+
+@pytest.fixture(scope="module")
+def long_texts() -> list[str]:
+    rng = np.random.default_rng(0)
+    texts = [generated_review(rng, n) for n in (3_000, 5_000, 9_000, 20_000, 60_000)]
+    # Long runs of whitespace, long words, a multibyte flood and invalid spots in the middle,
+    # which the trim drops: they change nothing.
+    texts += [
+        texts[0] + " " * 50_000 + texts[1],
+        texts[1] + "\n" * 20_000 + "w" * 30_000 + "\t" * 10_000 + texts[2],
+        texts[2] + "日本語😀é" * 10_000 + texts[3],
+        texts[3] + "<br />" * 5_000 + "[SEP]" * 2_000 + texts[0],
+    ]
+    return texts
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+@pytest.mark.parametrize("max_length", [3, 8, 16])
+def test_trimmed_long_texts_keep_their_ids(long_texts, truncation, max_length):
+    hf = tiny_tokenizer()
+    graph = GraphTokenizer.from_hf(hf, max_length, truncation)
+    head, tail = graph.kept_tokens
+    kept = [k.decode() for k in graph.trim(tf.constant(long_texts)).numpy()]
+    for text, got in zip(long_texts, kept, strict=True):
+        assert got == reference_trim(text, 128 * head, 128 * tail)
+        assert len(got) <= 128 * (max_length - 2) + 1 < len(text)  # the trim did cut
+    got = graph(tf.constant(long_texts))["input_ids"].numpy()
+    np.testing.assert_array_equal(got, pad(hf_rows(hf, long_texts, max_length, truncation)))
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+@pytest.mark.parametrize("max_length", [4, 16, 32])
+def test_trimmed_real_reviews_keep_their_ids(real_reviews, truncation, max_length):
+    hf = tiny_tokenizer()
+    graph = GraphTokenizer.from_hf(hf, max_length, truncation)
+    kept = graph.trim(tf.constant(real_reviews)).numpy()
+    cut = sum(len(k) < len(t.encode()) for k, t in zip(kept, real_reviews, strict=True))
+    assert cut >= 40  # at least the 40 longest reviews are cut
+    got = graph(tf.constant(real_reviews))["input_ids"].numpy()
+    np.testing.assert_array_equal(got, pad(hf_rows(hf, real_reviews, max_length, truncation)))
+
+
+@pytest.mark.parametrize("truncation", ["head", "tail", "head+tail"])
+def test_trim_cuts_multibyte_text_at_character_starts(truncation):
+    """Texts of 1- to 4-byte characters, cut at every offset: the kept ends are whole
+    characters (valid UTF-8), exactly the reference's."""
+    graph = GraphTokenizer.from_hf(tiny_tokenizer(), 6, truncation, trim_chars_per_token=3)
+    head, tail = (3 * n for n in graph.kept_tokens)
+    alphabet = "aé日😀"
+    texts = ["".join(alphabet[(i * 7 + j) % 4] for j in range(n))
+             for i in range(4) for n in range(head + tail - 2, head + tail + 40)]
+    kept = graph.trim(tf.constant(texts)).numpy()
+    for text, got in zip(texts, kept, strict=True):
+        assert got.decode("utf-8") == reference_trim(text, head, tail)
+
+
+def test_trim_of_invalid_utf8_is_bounded_and_decodes_as_the_whole_text():
+    graph = GraphTokenizer.from_hf(tiny_tokenizer(), 8, "head+tail")
+    head, tail = (128 * n for n in graph.kept_tokens)
+    # Any bytes: continuation-byte floods (no character starts at all), truncated sequences.
+    weird = [b"\x80" * 1_000_000, b"\xff" * 100_000, b"\xe2\x82" * 300_000,
+             b"good " + b"\xbf" * 500_000 + b" bad"]
+    for text, got in zip(weird, graph.trim(tf.constant(weird)).numpy(), strict=True):
+        assert len(got) <= 4 * (head + tail + 2) + 1 < len(text)
+    # Invalid bytes within the kept ends decode (to U+FFFD, deleted) as in the whole text.
+    words = generated_review(np.random.default_rng(1), 20_000).encode()
+    raw = [b"ok\xc3 " + words + b" \xe2\x82 x\xff", words[:3_000] + b"\x80" * 10 + words]
+    texts = [r.decode("utf-8", errors="replace") for r in raw]
+    hf = tiny_tokenizer()
+    np.testing.assert_array_equal(graph(tf.constant(raw))["input_ids"].numpy(),
+                                  pad(hf_rows(hf, texts, 8, "head+tail")))
+
+
+def test_text_outside_the_bound_gets_the_ids_of_its_kept_ends():
+    """The documented difference: a text whose first words lie beyond 128 characters per token
+    (here 100,000 spaces after the first word) is tokenized as its kept ends are: its second
+    token comes from the kept tail."""
+    hf = tiny_tokenizer()
+    graph = GraphTokenizer.from_hf(hf, 8, "head+tail")
+    head, tail = (128 * n for n in graph.kept_tokens)
+    text = "great" + " " * 100_000 + "the plot was dull. " * 100 + "but I loved the end"
+    got = graph(tf.constant([text]))["input_ids"].numpy().tolist()
+    assert got == hf_rows(hf, [reference_trim(text, head, tail)], 8, "head+tail")
+    assert got != hf_rows(hf, [text], 8, "head+tail")
+    assert GraphTokenizer.from_hf(hf, 8, "head+tail", trim_chars_per_token=None)(
+        tf.constant([text]))["input_ids"].numpy().tolist() == hf_rows(hf, [text], 8, "head+tail")
+
+
+def test_a_bound_too_small_for_the_text_does_change_ids(long_texts):
+    """The bound matters: 2 characters per token is too few for these texts."""
+    hf = tiny_tokenizer()
+    graph = GraphTokenizer.from_hf(hf, 16, "head+tail", trim_chars_per_token=2)
+    got = graph(tf.constant(long_texts))["input_ids"].numpy()
+    want = pad(hf_rows(hf, long_texts, 16, "head+tail"))
+    assert got.shape != want.shape or (got != want).any()
 
 
 # Versioning and atomicity: the SavedModel writer is replaced by a stub, so these run in ms.
@@ -397,6 +665,136 @@ def test_unwritable_target_fails_before_the_slow_work(run_dir, tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+def test_folders_that_are_not_versions_are_ignored(run_dir, tmp_path, stub_writer):
+    """Only ASCII-digit names are versions, as for TF Serving: "²" and "٣" are not."""
+    base = tmp_path / "m"
+    for name in ("²", "٣", "1x", "02"):
+        (base / name).mkdir(parents=True)
+    assert export_run(run_dir, tmp_path, "m") == base / "3"
+    with pytest.raises(UserError, match="version 2 already exists"):
+        export_run(run_dir, tmp_path, "m", version=2)
+    with pytest.raises(UserError, match="above TF Serving's largest version"):
+        export_run(run_dir, tmp_path, "m", version=2**63)
+    assert sorted(p.name for p in base.iterdir()) == ["02", "1x", "3", "²", "٣"]
+
+
+def dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_stale_staging_folders_are_removed_live_ones_kept(run_dir, tmp_path, stub_writer):
+    base = tmp_path / "m"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead, live = dead_pid(), sleeper.pid
+        folders = {name: base / name for name in (
+            f".tmp-4-{dead}",  # killed before it took its lock: its pid is gone
+            f".tmp-5-{live}",  # just made by a running export, no lock yet
+            f".tmp-6-{dead}",  # locked: its export runs (on another host, say)
+            f".tmp-7-{live}",  # lock free: its export died, the pid was reused
+        )}
+        for folder in folders.values():
+            (folder / "variables").mkdir(parents=True)
+        (folders[f".tmp-7-{live}"] / ".lock").touch()
+        held = export_module._lock(folders[f".tmp-6-{dead}"] / ".lock")
+        try:
+            assert export_run(run_dir, tmp_path, "m") == base / "1"
+            left = sorted(p.name for p in base.iterdir())
+            assert left == [f".tmp-5-{live}", f".tmp-6-{dead}", "1"]
+        finally:
+            os.close(held)
+        assert remove_stale_staging(base) == [folders[f".tmp-6-{dead}"]]  # now released
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert remove_stale_staging(base) == [folders[f".tmp-5-{live}"]]
+    assert sorted(p.name for p in base.iterdir()) == ["1"]
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the export never got there"
+        time.sleep(0.02)
+
+
+# python -m tfsent.export, held at a moment (a marker file says it got there) to be killed.
+HELD_EXPORT = """
+import pathlib, sys, time
+from tfsent import export
+from tfsent.errors import run_cli
+
+moment, marker = sys.argv[1], pathlib.Path(sys.argv[2])
+write_warmup = export.write_warmup_requests
+
+def held(path, model_name):
+    if moment == "staging complete":
+        write_warmup(path, model_name)
+    marker.touch()
+    time.sleep(600)
+
+if moment != "staging made":
+    export.write_warmup_requests = held
+sys.exit(run_cli(export.main, sys.argv[3:]))
+"""
+
+
+@pytest.mark.parametrize("moment", ["staging made", "model saved", "staging complete"])
+def test_a_killed_export_leaves_nothing_after_the_next_one(run_dir, tmp_path, monkeypatch,
+                                                           moment):
+    """SIGKILL of the export CLI at a few moments (models loading, SavedModel written, all
+    written but not renamed): no version folder, half or whole; nothing in the temp dir; and
+    the next export removes the staging folder."""
+    base, scratch, marker = tmp_path / "exported" / "m", tmp_path / "tmpdir", tmp_path / "there"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch), "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", HELD_EXPORT, moment, str(marker), "--run-dir", str(run_dir),
+         "--export-dir", str(base.parent), "--model-name", "m"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def staging(*parts):
+        return [p for p in base.glob(".tmp-*") if p.joinpath(*parts).exists()]
+
+    try:
+        if moment == "staging made":
+            wait_for(lambda: staging(".lock"), process)
+        else:
+            wait_for(marker.exists, process)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert [p.name for p in base.iterdir() if p.name.isdigit()] == []
+    (left,) = staging()
+    if moment != "staging made":
+        assert (left / "saved_model.pb").is_file()
+    if moment == "staging complete":
+        assert (left / "assets.extra" / "tf_serving_warmup_requests").is_file()
+    assert list(scratch.iterdir()) == []
+
+    def write(run, target, model_name, version):
+        (target / "saved_model.pb").write_bytes(b"stub")
+
+    monkeypatch.setattr(export_module, "write_saved_model", write)
+    assert export_run(run_dir, base.parent, "m") == base / "1"
+    assert sorted(p.name for p in base.iterdir()) == ["1"]
+    assert sorted(p.name for p in (base / "1").iterdir()) == ["saved_model.pb"]
+
+
+def test_bad_temperature_is_a_user_error_before_anything_is_written(run_dir, tmp_path):
+    broken = tmp_path / "run"
+    shutil.copytree(run_dir, broken)
+    write_temperature(broken, 0.0)
+    with pytest.raises(UserError, match="calibration temperature 0.0"):
+        export_run(broken, tmp_path / "exported", "m")
+    assert not (tmp_path / "exported").exists()
+
+
 @pytest.mark.parametrize("damage, message", [
     ("nothing", "does not exist"),
     ("config.json", "has no config.json"),
@@ -404,8 +802,6 @@ def test_unwritable_target_fails_before_the_slow_work(run_dir, tmp_path, monkeyp
     ("tokenizer", "has no tokenizer"),
 ])
 def test_bad_run_dir_is_a_user_error(run_dir, tmp_path, monkeypatch, damage, message):
-    import shutil
-
     monkeypatch.setattr(export_module, "write_saved_model", lambda *a: pytest.fail("wrote"))
     broken = tmp_path / "run"
     if damage != "nothing":
@@ -467,3 +863,40 @@ def test_every_code_point_tokenizes_as_hf_with_the_real_minilm_vocab(minilm_path
         got = tokenize(tf.constant(texts)).to_list()
         mismatches += [hex(c) for c, w, g in zip(chunk, want, got, strict=True) if w != g]
     assert mismatches == []
+
+
+@pytest.mark.slow
+def test_minilm_export_in_a_tf1_session_equals_keras_on_real_reviews(minilm_path, real_reviews,
+                                                                     tmp_path):
+    """The real all-MiniLM-L6-v2 (fresh classifier head), exported at max length 64 (so the
+    longest reviews are trimmed) and loaded as TF Serving loads it, scores real reviews as the
+    Keras model does on the HF tokenizer's ids."""
+    from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tfsent.model import build_model, load_tokenizer
+
+    run, max_length, temperature = tmp_path / "run", 64, 1.5
+    hf = load_tokenizer(str(minilm_path))
+    hf.save_pretrained(run / "tokenizer")
+    build_model(str(minilm_path), LABELS, hf).save_pretrained(run / "model")
+    RunConfig(
+        DataConfig(dataset="demo"),
+        ModelConfig(model=str(minilm_path), max_length=max_length, truncation="head+tail"),
+        TrainConfig(output_dir=str(run)),
+    ).save(run / "config.json")
+    write_temperature(run, temperature)
+    exported = export_run(run, tmp_path / "exported", "tfsent")
+
+    rows = hf_rows(hf, real_reviews, max_length, "head+tail")
+    logits = keras_logits(RunDir(run).load_model(), rows)
+    ids = pad(rows)
+    with tf1_session(exported) as loaded:
+        got = run_signature(loaded, "serving_default",
+                            {"text": np.array([t.encode() for t in real_reviews], dtype=object)})
+        by_ids = run_signature(loaded, "token_ids", {
+            "input_ids": ids, "attention_mask": (ids != 0).astype(np.int64),
+            "token_type_ids": np.zeros_like(ids)})
+    for out in (got, by_ids):
+        np.testing.assert_allclose(out["logits"], logits, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(out["probabilities"], softmax(logits / temperature),
+                                   atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(out["label_id"], logits.argmax(axis=1))

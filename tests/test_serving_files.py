@@ -4,6 +4,7 @@ layout and with the client's defaults."""
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import shlex
 from importlib.metadata import version as installed_version
@@ -20,11 +21,11 @@ from google.protobuf import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tfsent.client import DEFAULT_MODEL_NAME, GRPC_PORT, REST_PORT, SentimentClient
+from tfsent.export import SERVING_IMAGE
 from tfsent.export import build_parser as export_parser
-from tfsent.export import serving_image
 from tfsent.predict import build_parser
 from tfsent.serve import build_parser as serve_parser
-from tfsent.client import DEFAULT_MODEL_NAME, GRPC_PORT, REST_PORT
 
 SERVING = Path(__file__).resolve().parents[1] / "serving"
 REPO = SERVING.parent
@@ -118,11 +119,26 @@ def test_models_config_serves_the_export_layout(models_config, compose):
     assert dict(model.version_labels) == {}  # labels on unloaded versions stop TF Serving
 
 
+# Every file that names a TF Serving image, the repository's README included.
+IMAGE_MENTIONS = [SERVING / "docker-compose.yml", SERVING / "k8s" / "deployment.yaml",
+                  SERVING / "README.md", REPO / "README.md"]
+
+
+def test_one_serving_image_everywhere():
+    """SERVING_IMAGE is the one name: a TF Serving release that exists (2.20.0, the newest; no
+    2.21), not derived from the installed TensorFlow, and every file names it alone."""
+    assert SERVING_IMAGE == "tensorflow/serving:2.20.0"
+    for path in IMAGE_MENTIONS:
+        named = set(re.findall(r"tensorflow/serving:[\w.-]+", path.read_text()))
+        assert named == {SERVING_IMAGE}, path
+    # The export is made with the tensorflow / tensorflow-text minor the image links.
+    minor = SERVING_IMAGE.split(":")[1].split(".")[:2]
+    for package in ("tensorflow", "tensorflow-text"):
+        assert installed_version(package).split(".")[:2] == minor, package
+
+
 def test_compose_runs_tf_serving_with_the_configs(compose):
-    # The server's TensorFlow (and its linked tensorflow-text ops) match the export's.
-    assert compose["image"] == serving_image()
-    tag = compose["image"].split(":")[1]
-    assert tag.split(".")[:2] == installed_version("tensorflow-text").split(".")[:2]
+    assert compose["image"] == SERVING_IMAGE
     assert compose["ports"] == [f"{GRPC_PORT}:{GRPC_PORT}", f"{REST_PORT}:{REST_PORT}"]
     command = flags(compose["command"])
     for flag, path in REQUIRED_FLAGS.items():
@@ -139,7 +155,9 @@ def test_batching_config_parses():
     config = text_format.Parse((SERVING / "batching.config").read_text(), batching_parameters())
     # CPU serving: no allowed_batch_sizes, so a lone request is not padded to a bigger batch.
     assert list(config.allowed_batch_sizes) == []
-    assert config.max_batch_size.value == 32
+    # TF Serving refuses a request larger than max_batch_size: it must take a client chunk.
+    chunk = inspect.signature(SentimentClient).parameters["chunk_size"].default
+    assert config.max_batch_size.value >= chunk
     assert 0 < config.batch_timeout_micros.value <= 100_000
     assert config.num_batch_threads.value >= 1 and config.max_enqueued_batches.value >= 1
     # TF Serving pads with each tensor's first element, which would corrupt attention masks.

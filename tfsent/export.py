@@ -5,31 +5,38 @@
     python -m tfsent.export --run-dir runs/demo --export-dir exported --model-name tfsent
     # -> exported/tfsent/<N>/{saved_model.pb, variables/, assets/, assets.extra/}
 
-    >>> from tfsent.export import export_run  # doctest: +SKIP
-    >>> export_run("runs/demo", "exported", "tfsent")  # doctest: +SKIP
-    PosixPath('exported/tfsent/1')
+    from tfsent.export import export_run
+    export_run("runs/demo", "exported", "tfsent")      # PosixPath('exported/tfsent/1')
 
 The SavedModel scores raw review text: its ``serving_default`` signature (``text`` ->
 ``probabilities``, ``label_id``, ``label``, ``logits``, ``classes``) tokenizes inside the graph
-(:mod:`tfsent.graph_tokenizer`, equal to the training tokenizer id for id) and runs the fine-tuned
-``TFBertForSequenceClassification`` in float32; ``token_ids`` takes ``input_ids`` /
-``attention_mask`` / ``token_type_ids`` (int64) from clients that tokenize themselves. Both
-return the same outputs; ``classes`` (string ``[batch, num_labels]``) repeats the label names in
-id order on every row, naming the ``probabilities`` columns as the Classify API's ``classes`` /
-``scores`` do, since TF Serving does not serve assets.
-``assets/`` holds ``labels.txt``, ``vocab.txt`` and ``export_config.json``;
+(:mod:`tfsent.graph_tokenizer`, equal to the training tokenizer id for id, in bounded time and
+memory however long the text) and runs the fine-tuned ``TFBertForSequenceClassification`` in
+float32; ``token_ids`` takes ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (int64) from
+clients that tokenize themselves. Both return the same outputs: ``logits`` as the model gives
+them, ``probabilities`` = ``softmax(logits / T)`` with the run's calibration temperature ``T``
+(``RunDir.temperature``, 1.0 for an uncalibrated run; ``label_id`` is the argmax either way), and
+``classes`` (string ``[batch, num_labels]``), the label names in id order on every row, naming
+the ``probabilities`` columns as the Classify API's ``classes`` / ``scores`` do, since TF Serving
+does not serve assets. ``assets/`` holds ``labels.txt``, ``vocab.txt`` and ``export_config.json``
+(the tokenizer's whole config, the temperature, the versions and the serving image);
 ``assets.extra/tf_serving_warmup_requests`` holds the ``PredictionLog`` records TF Serving replays
 before it marks a version ready.
 
-Versions are integers that only grow (next = highest + 1); each is written into a hidden,
-non-integer sibling (``.tmp-<N>-<pid>``, which TF Serving ignores) and renamed into place, so a
-server polling the folder never loads half a model.
+Versions are integers that only grow (next = highest + 1, counting only the folders TF Serving
+takes as versions: :mod:`tfsent.versions`). Each is written into a hidden, non-integer sibling,
+``.tmp-<N>-<pid>`` (TF Serving ignores it), scratch files included, and renamed into place, so
+a server polling the folder never loads half a model. An export killed midway (even by SIGKILL)
+leaves only that folder, which the next export into the same model folder removes once its
+process is gone.
 
 **Serving needs tensorflow-text's ops.** The tokenizer uses tensorflow-text ops
-(``FastWordpieceTokenizeWithOffsets``, ``RegexSplitWithOffsets``, ``NormalizeUTF8``), which stock
-``tensorflow/serving`` images link, from the tensorflow-text release of their own version. This
-export needs tensorflow-text 2.21 (TensorFlow 2.21), so serve it with ``tensorflow/serving:2.21.0``
-(or a later 2.21.x); both versions are recorded in ``assets/export_config.json``.
+(:data:`TF_TEXT_OPS`), which stock ``tensorflow/serving`` images link, from the tensorflow-text
+release of their own version. Serve exports with :data:`SERVING_IMAGE`; the image and the
+tensorflow-text version the export was made with are recorded in ``assets/export_config.json``:
+
+>>> SERVING_IMAGE
+'tensorflow/serving:2.20.0'
 """
 
 from __future__ import annotations
@@ -37,30 +44,45 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import logging
+import math
 import os
+import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfsent.config import TRUNCATIONS, RunConfig
+from tfsent.cli import TRAIN_MODULES, add_verbose_flag, configure_logging, require_extra
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
 from tfsent.features import MODEL_INPUTS
+from tfsent.rundir import RunDir
+from tfsent.versions import INT64_MAX, parse_version, scan_versions
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
     from tfsent.graph_tokenizer import GraphTokenizer
 
+log = logging.getLogger(__name__)
+
+# The TF Serving image exports are made for, named here only (compose, k8s, README and tests
+# read or check against it). Not derived from the installed TensorFlow: there is no TF Serving
+# 2.21 release, and 2.20.0, the newest, links tensorflow-text 2.20.0, which has every
+# tensorflow-text op the export uses (TF_TEXT_OPS). setup.cfg pins TF / tensorflow-text to 2.20
+# to match. Move both together.
+SERVING_IMAGE = "tensorflow/serving:2.20.0"
+# The tensorflow-text ops the serving graph may hold (NormalizeUTF8 only for accent-stripping,
+# i.e. uncased, vocabularies); the rest are TensorFlow core ops.
+TF_TEXT_OPS = ("FastWordpieceTokenizeWithOffsets", "NormalizeUTF8", "RegexSplitWithOffsets")
 SERVING_SIGNATURE = "serving_default"
 TOKEN_IDS_SIGNATURE = "token_ids"
 OUTPUTS = ("probabilities", "label_id", "label", "logits", "classes")
-WEIGHT_FILES = ("tf_model.h5",)
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # Replayed by TF Serving before a version serves: a short and a long review (the longest shape,
 # up to max_length), alone and in a batch, so the first real requests do not pay for tracing.
@@ -74,13 +96,14 @@ WARMUP_TEXTS = (
 )
 # Never registered in a C++ server: a graph holding these can only run inside Python.
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
-
-
-def serving_image(tf_version: str | None = None) -> str:
-    """The ``tensorflow/serving`` image whose linked ops match this TensorFlow / tensorflow-text."""
-    version = tf_version or metadata.version("tensorflow")
-    major, minor = version.split(".")[:2]
-    return f"tensorflow/serving:{major}.{minor}.0"
+# Staging folders: ".tmp-<version>-<pid>", never an integer, so TF Serving never loads one.
+STAGING_PREFIX = ".tmp-"
+_STAGING = re.compile(r"\.tmp-([0-9]+)-([0-9]+)")
+# Inside a staging folder, removed before the rename: a lock its export holds while it runs
+# (released by the kernel however the process ends), and the export's scratch files, kept in the
+# staging folder so that a killed export leaves nothing anywhere else.
+LOCK_FILE = ".lock"
+SCRATCH_DIR = ".scratch"
 
 
 def export_run(
@@ -90,13 +113,18 @@ def export_run(
     version: int | None = None,
 ) -> Path:
     """Export the run in ``run_dir`` to ``export_dir/model_name/<version>``; return that path."""
-    run = check_run_dir(run_dir)
+    run = RunDir(run_dir).check()
+    # Read (and checked) now, so that a bad run fails before anything is written.
+    run.config  # noqa: B018
+    _temperature(run)
     if not model_name or model_name in (".", "..") or "/" in model_name or "\\" in model_name:
         fail(f"model name {model_name!r} is not a folder name; pass e.g. --model-name tfsent")
     base = Path(export_dir) / model_name
+    remove_stale_staging(base)
     version = next_version(base, version)
     with _staging_dir(base, version) as staging:
         write_saved_model(run, staging, model_name, version)
+        (staging / LOCK_FILE).unlink(missing_ok=True)
         target = base / str(version)
         try:
             os.rename(staging, target)  # atomic: servers see no version or a whole one
@@ -106,64 +134,130 @@ def export_run(
     return target
 
 
-def check_run_dir(run_dir: str | Path) -> Path:
-    """``run_dir`` if it holds what an export needs, else a one-line ``UserError``."""
-    run = Path(run_dir)
-    hint = "pass the --output-dir of a finished python -m tfsent.fit run"
-    if not run.is_dir():
-        fail(f"run directory {run} does not exist; {hint}")
-    if not (run / "config.json").is_file():
-        fail(f"run directory {run} has no config.json; {hint}")
-    model = run / "model"
-    if not (model / "config.json").is_file() or not any(
-        (model / f).is_file() for f in WEIGHT_FILES
-    ):
-        fail(f"run directory {run} has no model weights (model/{WEIGHT_FILES[0]} and "
-             f"model/config.json); {hint}")
-    tokenizer = run / "tokenizer"
-    if not any((tokenizer / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
-        fail(f"run directory {run} has no tokenizer (tokenizer/vocab.txt); {hint}")
-    return run
+def existing_versions(base: str | Path) -> list[int]:
+    """The versions under ``base`` as TF Serving reads them (:func:`tfsent.versions.scan_versions`),
+    in increasing order."""
+    return sorted(scan_versions(base) or {})
 
 
-def existing_versions(base: Path) -> list[int]:
-    """The integer-named entries under ``base`` (others, like temp dirs, are not versions)."""
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+def next_version(base: str | Path, version: int | None = None) -> int:
+    """``version`` if it is free, else a ``UserError``; by default the highest + 1, or 1.
 
-
-def next_version(base: Path, version: int | None = None) -> int:
-    """``version`` if it is free, else a ``UserError``; by default the highest + 1, or 1."""
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for name in ("1", "02", "²", ".tmp-7-12345"):
+    ...         (Path(tmp) / name).mkdir()
+    ...     print(existing_versions(tmp), next_version(tmp))
+    [1, 2] 3
+    """
     versions = existing_versions(base)
     if version is None:
-        return versions[-1] + 1 if versions else 1
+        version = versions[-1] + 1 if versions else 1
+        if version > INT64_MAX:
+            fail(f"{base} already holds version {versions[-1]}, TF Serving's largest; "
+                 "export to another --model-name")
+        return version
     if version < 1:
         fail(f"--version {version} is not a positive integer; TF Serving versions are 1, 2, ...")
+    if parse_version(str(version)) is None:
+        fail(f"--version {version} is above TF Serving's largest version, {INT64_MAX}")
     if version in versions:
-        fail(f"version {version} already exists in {base}; pass another --version or omit it "
-             f"to get {versions[-1] + 1}")
+        hint = f" or omit it to get {versions[-1] + 1}" if versions[-1] < INT64_MAX else ""
+        fail(f"version {version} already exists in {base}; pass another --version{hint}")
     return version
 
 
+def remove_stale_staging(base: str | Path) -> list[Path]:
+    """Remove the staging folders under ``base`` whose export is gone (killed); return them.
+
+    A staging folder is live while its export holds the lock in it (``flock``, released by the
+    kernel when the process ends, however it ends, also over NFS) or, before the lock exists,
+    while the process whose pid its name carries runs.
+    """
+    try:
+        children = sorted(Path(base).iterdir())
+    except OSError:  # absent or unreadable: the export itself says what is wrong, if anything
+        return []
+    removed = []
+    for folder in children:
+        match = _STAGING.fullmatch(folder.name)
+        if match and folder.is_dir() and not _export_running(folder, int(match[2])):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("removed %s, left by an export that did not finish", folder)
+            removed.append(folder)
+    return removed
+
+
+def _export_running(staging: Path, pid: int) -> bool:
+    if pid == os.getpid():  # ours (another thread's export): never stale while we run
+        return True
+    try:
+        fd = os.open(staging / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:  # made a moment ago, or its lock removed just before the rename
+        return _pid_running(pid)
+    except OSError:
+        return True  # cannot tell: leave it
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the pid alone tells
+        os.close(fd)
+        return _pid_running(pid)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held: the export runs
+    finally:
+        os.close(fd)
+    return False
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OverflowError, ValueError, OSError):
+        return False  # not a pid at all
+    return True
+
+
 @contextmanager
-def _staging_dir(base: Path, version: int):
-    """A fresh ``base/.tmp-<version>-<pid>``, made first (an unwritable target fails fast) and
-    removed, with any folders made for it, if the export fails."""
+def _staging_dir(base: Path, version: int) -> Iterator[Path]:
+    """A fresh ``base/.tmp-<version>-<pid>``, locked while the export runs; made first (an
+    unwritable target fails fast) and removed, with any folders made for it, if the export
+    fails."""
     made = [p for p in (base, *base.parents) if not p.exists()]
-    staging = base / f".tmp-{version}-{os.getpid()}"
+    staging = base / f"{STAGING_PREFIX}{version}-{os.getpid()}"
     try:
         base.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
     except OSError as err:
         _remove_empty(made)
         fail(f"cannot write to {base} ({err.strerror}); pass a writable --export-dir")
+    lock = None
     try:
+        lock = _lock(staging / LOCK_FILE)
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_empty(made)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:
+        pass
+    return fd
 
 
 def _remove_empty(folders: Iterable[Path]) -> None:
@@ -174,92 +268,102 @@ def _remove_empty(folders: Iterable[Path]) -> None:
             pass
 
 
-def write_saved_model(run: Path, target: Path, model_name: str, version: int) -> None:
-    """The SavedModel of ``run`` with assets and warmup requests, written into ``target``."""
+def write_saved_model(run: RunDir, target: Path, model_name: str, version: int) -> None:
+    """The SavedModel of ``run`` with assets and warmup requests, written into ``target``.
+
+    Scratch files (the assets before the save copies them, TensorFlow's autograph modules) go to
+    ``target/.scratch``, removed at the end: an export killed midway leaves nothing outside its
+    staging folder.
+    """
+    scratch = target / SCRATCH_DIR
+    scratch.mkdir()
+    with _temp_files_in(scratch):
+        _write_saved_model(run, target, scratch, model_name, version)
+    shutil.rmtree(scratch)
+
+
+def _write_saved_model(run: RunDir, target: Path, scratch: Path, model_name: str,
+                       version: int) -> None:
     import tensorflow as tf
-    from transformers import AutoTokenizer
 
     from tfsent.graph_tokenizer import GraphTokenizer
 
-    cfg = _load_run_config(run)
-    try:
-        hf_tokenizer = AutoTokenizer.from_pretrained(str(run / "tokenizer"), use_fast=True)
-    except (OSError, ValueError) as err:
-        fail(f"could not load the tokenizer in {run / 'tokenizer'} ({type(err).__name__}); "
-             "re-run python -m tfsent.fit")
-    graph_tokenizer = GraphTokenizer.from_hf(hf_tokenizer, cfg.model.max_length,
+    cfg = run.config
+    graph_tokenizer = GraphTokenizer.from_hf(run.load_tokenizer(), cfg.model.max_length,
                                              cfg.model.truncation)
-    model = load_float32_model(run / "model")
+    temperature = _temperature(run)
+    model = run.load_model()
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    tokenizer_config = graph_tokenizer.get_config()
+    del tokenizer_config["vocab"]  # in assets/vocab.txt, one token a line
     export_config = {
         "model_name": model_name,
         "version": version,
-        "max_length": cfg.model.max_length,
-        "truncation": cfg.model.truncation,
-        "do_lower_case": graph_tokenizer.lowercase,
-        "strip_accents": graph_tokenizer.strip_accents,
         "label_names": label_names,
-        "vocab_size": len(graph_tokenizer.vocab),
+        "temperature": temperature,
+        "tokenizer": {"class_name": type(graph_tokenizer).__name__, "vocab_file": "vocab.txt",
+                      "config": tokenizer_config},
         "signatures": {
             SERVING_SIGNATURE: {"inputs": ["text"], "outputs": list(OUTPUTS)},
             TOKEN_IDS_SIGNATURE: {"inputs": list(MODEL_INPUTS), "outputs": list(OUTPUTS)},
         },
+        "serving_image": SERVING_IMAGE,
+        "tensorflow_text_ops": list(TF_TEXT_OPS),
         "tensorflow_version": tf.__version__,
         "tensorflow_text_version": metadata.version("tensorflow-text"),
         "transformers_version": metadata.version("transformers"),
-        "serving_image": serving_image(tf.__version__),
+        "tokenizers_version": metadata.version("tokenizers"),
         "base_model": cfg.model.model,
-        "run_dir": str(run.resolve()),
+        "run_dir": str(run.path.resolve()),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    with tempfile.TemporaryDirectory() as scratch:
-        assets = _write_asset_files(Path(scratch), label_names, graph_tokenizer.vocab,
-                                    export_config)
-        module = sentiment_module_class()(model, graph_tokenizer, label_names, assets)
-        tf.saved_model.save(
-            module,
-            str(target),
-            signatures={
-                SERVING_SIGNATURE: module.serve_text,
-                TOKEN_IDS_SIGNATURE: module.serve_token_ids,
-            },
-        )
+    assets = _write_asset_files(scratch, label_names, graph_tokenizer.vocab, export_config)
+    module = sentiment_module_class()(model, graph_tokenizer, label_names, assets, temperature)
+    tf.saved_model.save(
+        module,
+        str(target),
+        signatures={
+            SERVING_SIGNATURE: module.serve_text,
+            TOKEN_IDS_SIGNATURE: module.serve_token_ids,
+        },
+    )
     write_warmup_requests(target / WARMUP_FILE, model_name)
 
 
-def load_float32_model(model_dir: Path):
-    """The run's ``TFBertForSequenceClassification``, in float32 whatever it trained in.
-
-    Runs may train under a mixed-precision Keras policy; the export computes in float32 so its
-    outputs match on every server (CPU kernels for fp16/bf16 are slow or missing).
-    """
-    import tf_keras
-    from transformers import TFBertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    previous, verbosity = tf_keras.mixed_precision.global_policy(), hf_logging.get_verbosity()
-    tf_keras.mixed_precision.set_global_policy("float32")
-    hf_logging.set_verbosity_error()  # "All model checkpoint layers were used..." is noise here
+@contextmanager
+def _temp_files_in(folder: Path) -> Iterator[None]:
+    """``tempfile``'s default folder set to ``folder`` inside the block (autograph writes the
+    modules it generates there, deleted only at a normal exit), restored after it."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
     try:
-        return TFBertForSequenceClassification.from_pretrained(str(model_dir))
-    except (OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        fail(f"could not load the model in {model_dir} ({reason}); re-run python -m tfsent.fit")
+        yield
     finally:
-        tf_keras.mixed_precision.set_global_policy(previous)
-        hf_logging.set_verbosity(verbosity)
+        tempfile.tempdir = previous
 
 
-def _load_run_config(run: Path) -> RunConfig:
+def load_tokenizer_from_export(version_dir: str | Path) -> GraphTokenizer:
+    """The export's in-graph tokenizer, rebuilt from ``assets/export_config.json`` and
+    ``assets/vocab.txt`` alone."""
+    from tfsent.graph_tokenizer import GraphTokenizer
+
+    assets = Path(version_dir) / "assets"
+    spec = json.loads((assets / "export_config.json").read_text(encoding="utf-8"))["tokenizer"]
+    # One token a line; split on "\n" only (splitlines would also split on U+2028 and alike).
+    vocab = (assets / spec["vocab_file"]).read_text(encoding="utf-8").split("\n")[:-1]
+    return GraphTokenizer.from_config({**spec["config"], "vocab": vocab})
+
+
+def _temperature(run: RunDir) -> float:
     try:
-        cfg = RunConfig.load(run / "config.json")
-    except (ValueError, TypeError) as err:
-        fail(f"{run / 'config.json'} is not a tfsent run config ({type(err).__name__}); "
+        temperature = run.temperature
+    except (ValueError, TypeError, AttributeError) as err:
+        fail(f"{run.metrics_file} is not a tfsent metrics file ({type(err).__name__}); "
              "re-run python -m tfsent.fit")
-    if cfg.model.truncation not in TRUNCATIONS or cfg.model.max_length < 3:
-        fail(f"{run / 'config.json'} has max_length {cfg.model.max_length} / truncation "
-             f"{cfg.model.truncation!r}; expected >= 3 and one of {', '.join(TRUNCATIONS)}")
-    return cfg
+    if not (math.isfinite(temperature) and temperature > 0):
+        fail(f"{run.metrics_file} has calibration temperature {temperature}; expected a "
+             "positive number; re-run python -m tfsent.fit")
+    return temperature
 
 
 def _write_asset_files(
@@ -290,8 +394,9 @@ def sentiment_module_class() -> type:
         """The fine-tuned model behind two signatures: raw text, or token ids."""
 
         def __init__(self, model, tokenizer: GraphTokenizer, label_names: Sequence[str],
-                     assets: dict[str, Path]):
+                     assets: dict[str, Path], temperature: float = 1.0):
             super().__init__(name="tfsent")
+            self.temperature = float(temperature)
             # Tracking the weights, not the Keras model, keeps Keras' per-layer SavedModel
             # metadata (unused by TF Serving, half the save time) out of the export.
             self.model_weights = list(model.weights)
@@ -321,7 +426,8 @@ def sentiment_module_class() -> type:
             label_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
             batch = tf.shape(logits)[0]
             return {
-                "probabilities": tf.nn.softmax(logits, axis=-1),
+                # Calibrated (temperature scaling): the argmax, so label_id, is unchanged.
+                "probabilities": tf.nn.softmax(logits / self.temperature, axis=-1),
                 "label_id": label_id,
                 "label": tf.gather(self.label_names, label_id),
                 "logits": logits,
@@ -399,11 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Model name: the folder under --export-dir and TF Serving's name.")
     parser.add_argument("--version", type=int, default=None,
                         help="Version number (must not exist). Default: the highest + 1, or 1.")
+    add_verbose_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_extra("train", TRAIN_MODULES, "exporting")
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     path = export_run(args.run_dir, args.export_dir, args.model_name, args.version)
     print(path)
     return 0

@@ -3,12 +3,22 @@
 The exported SavedModel takes raw review text, so TF Serving (C++, no Python) must tokenize it
 exactly as training did: ``[CLS] + truncate_ids(hf_tokenizer(clean_text(t)).input_ids) + [SEP]``
 (``tfsent.features.encode``). This module rebuilds that with TensorFlow core string ops and
-tensorflow-text ops only (no ``py_function``), in the style of keras-hub's preprocessors::
+tensorflow-text ops only (no ``py_function``), in the style of keras-hub's preprocessors:
 
-    >>> from transformers import AutoTokenizer  # doctest: +SKIP
-    >>> hf = AutoTokenizer.from_pretrained("runs/demo/tokenizer")  # doctest: +SKIP
-    >>> tok = GraphTokenizer.from_hf(hf, max_length=256, truncation="head+tail")  # doctest: +SKIP
-    >>> tok(tf.constant(["A great film!<br />Loved it."]))["input_ids"]  # doctest: +SKIP
+>>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "great", "film", "!", "loved", "it", "."]
+>>> tok = GraphTokenizer(vocab, max_length=8, truncation="head+tail")
+>>> tok(tf.constant(["A great film!<br />Loved it."]))["input_ids"].numpy().tolist()
+[[2, 4, 5, 7, 8, 9, 10, 3]]
+
+(7 tokens for a budget of 6: head+tail keeps the first 2 and the last 4.) In an export the
+tokenizer is rebuilt with :meth:`GraphTokenizer.from_hf` from the run's HF tokenizer, and its
+whole :meth:`~GraphTokenizer.get_config` is written to ``assets/export_config.json``.
+
+**Long texts are trimmed first** (:meth:`GraphTokenizer.trim`): HF tokenizes a whole review and
+then cuts the ids, which on a 100 MB request costs tens of seconds and gigabytes in a server.
+The graph keeps only as many characters at each end as the cut can need, ``128`` per token
+(``trim_chars_per_token``), UTF-8 safe, and tokenizes those: the same ids for any text whose
+words fit the bound (every real review; see ``trim``), in bounded time and memory for any text.
 
 Why not ``tensorflow_text.FastBertTokenizer`` as is: it differs from the HF tokenizer
 (tokenizers 0.22) on these inputs, so its steps are rebuilt here:
@@ -46,23 +56,33 @@ WordPiece, a whole word -> [UNK] when it cannot be split, as HF) on words split 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from tfsent.config import TRUNCATIONS
+from tfsent.config import check_model_options
 from tfsent.data import BR_PATTERN
 from tfsent.errors import fail
 from tfsent.features import head_size
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
+
+# Characters kept per token the cut can need (see GraphTokenizer.trim): above HF's 100-character
+# word limit, so a word of any length HF tokenizes as a word, with 27 characters of whitespace
+# around it, fits. Real reviews need about 6 (IMDB train: at most 5.4 per token over 510 tokens,
+# 45 for the first or last token alone).
+TRIM_CHARS_PER_TOKEN = 128
+# Bytes per character in UTF-8, at most: a byte budget of 4 per character holds that many.
+_UTF8_MAX_BYTES = 4
+
 
 def re2_class(code_points: Iterable[int]) -> str:
     """An RE2 character class (``[\\x{41}-\\x{5A}...]``) of ``code_points``."""
@@ -150,6 +170,19 @@ class GraphTokenizer(tf.Module):
     Each step mirrors the HF tokenizer and ``tfsent.features.encode``: clean ``<br />``, split out
     special tokens written in the text, ``BertNormalizer``, ``BertPreTokenizer``, WordPiece,
     ``truncate_ids``, ``[CLS]``/``[SEP]``, pad with ``[PAD]`` to the longest row of the batch.
+    Before all that, :meth:`trim` bounds the work a long text costs.
+
+    The constructor's arguments are its config (keras-hub's habit): :meth:`get_config` returns
+    them as plain JSON values and :meth:`from_config` rebuilds an equal tokenizer:
+
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "good", "film", "##s"]
+    >>> tok = GraphTokenizer(vocab, max_length=16, truncation="tail")
+    >>> config = tok.get_config()
+    >>> config["truncation"], config["trim_chars_per_token"], len(config["vocab"])
+    ('tail', 128, 7)
+    >>> again = GraphTokenizer.from_config(json.loads(json.dumps(config)))
+    >>> again(tf.constant(["Good films"]))["input_ids"].numpy().tolist()
+    [[2, 4, 5, 6, 3]]
     """
 
     def __init__(
@@ -168,14 +201,15 @@ class GraphTokenizer(tf.Module):
         special_tokens: Sequence[str] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"),
         suffix_indicator: str = "##",
         max_input_chars_per_word: int = 100,
-        char_classes: CharClasses | None = None,
+        trim_chars_per_token: int | None = TRIM_CHARS_PER_TOKEN,
+        char_classes: CharClasses | dict[str, str] | None = None,
         name: str | None = None,
     ):
         super().__init__(name=name)
-        if truncation not in TRUNCATIONS:
-            fail(f"unknown truncation strategy {truncation!r}; use head, tail or head+tail")
-        if max_length < 3:
-            fail(f"max_length {max_length} leaves no room for text; use at least 3")
+        check_model_options(max_length, truncation)
+        if trim_chars_per_token is not None and trim_chars_per_token < 1:
+            fail(f"trim_chars_per_token {trim_chars_per_token} keeps no text; use at least 1, or "
+                 "None to tokenize whole texts")
         index = {token: i for i, token in enumerate(vocab)}
         missing = [t for t in (unk_token, cls_token, sep_token, pad_token) if t not in index]
         if missing:
@@ -187,8 +221,15 @@ class GraphTokenizer(tf.Module):
         self.strip_accents = self.lowercase if strip_accents is None else bool(strip_accents)
         self.handle_chinese_chars = bool(handle_chinese_chars)
         self.clean_text = bool(clean_text)
-        self.unk_token = unk_token
+        self.unk_token, self.cls_token = unk_token, cls_token
+        self.sep_token, self.pad_token = sep_token, pad_token
+        self.special_tokens = list(special_tokens)
+        self.suffix_indicator = suffix_indicator
         self.max_input_chars_per_word = int(max_input_chars_per_word)
+        self.trim_chars_per_token = None if trim_chars_per_token is None else int(
+            trim_chars_per_token)
+        if isinstance(char_classes, dict):
+            char_classes = CharClasses(**char_classes)
         self.char_classes = char_classes or hf_char_classes()
         self.cls_id, self.sep_id, self.pad_id = index[cls_token], index[sep_token], index[pad_token]
         self._cls_id, self._sep_id, self._pad_id = (
@@ -203,15 +244,47 @@ class GraphTokenizer(tf.Module):
             suffix_indicator=suffix_indicator,
             # Words over the limit are replaced by [UNK] beforehand, counting characters as HF
             # does; tf-text counts bytes (up to 4 per character).
-            max_bytes_per_word=4 * self.max_input_chars_per_word,
+            max_bytes_per_word=_UTF8_MAX_BYTES * self.max_input_chars_per_word,
             token_out_type=tf.int64,
             unknown_token=unk_token,
             no_pretokenization=True,
         )
 
+    def get_config(self) -> dict[str, Any]:
+        """Every constructor argument (but ``name``), as JSON values: ``from_config`` inverts it."""
+        return {
+            "vocab": list(self.vocab),
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "lowercase": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "handle_chinese_chars": self.handle_chinese_chars,
+            "clean_text": self.clean_text,
+            "unk_token": self.unk_token,
+            "cls_token": self.cls_token,
+            "sep_token": self.sep_token,
+            "pad_token": self.pad_token,
+            "special_tokens": list(self.special_tokens),
+            "suffix_indicator": self.suffix_indicator,
+            "max_input_chars_per_word": self.max_input_chars_per_word,
+            "trim_chars_per_token": self.trim_chars_per_token,
+            # Read off the installed tokenizers library: recorded, so that the same config gives
+            # the same tokenizer under another tokenizers version.
+            "char_classes": dataclasses.asdict(self.char_classes),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GraphTokenizer:
+        """The tokenizer ``config`` (from :meth:`get_config`) describes."""
+        return cls(**config)
+
     @classmethod
     def from_hf(
-        cls, tokenizer: PreTrainedTokenizerFast, max_length: int, truncation: str
+        cls,
+        tokenizer: PreTrainedTokenizerFast,
+        max_length: int,
+        truncation: str,
+        trim_chars_per_token: int | None = TRIM_CHARS_PER_TOKEN,
     ) -> GraphTokenizer:
         """The graph twin of a HF fast BERT tokenizer, with its normalizer's settings."""
         spec = json.loads(tokenizer.backend_tokenizer.to_str())
@@ -248,6 +321,7 @@ class GraphTokenizer(tf.Module):
             special_tokens=[t["content"] for t in added],
             suffix_indicator=model.get("continuing_subword_prefix", "##"),
             max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
+            trim_chars_per_token=trim_chars_per_token,
         )
 
     def normalize(self, texts: tf.Tensor) -> tf.Tensor:
@@ -310,6 +384,61 @@ class GraphTokenizer(tf.Module):
         pieces = self._wordpiece.tokenize(words.flat_values)
         return words.with_flat_values(pieces).merge_dims(1, 2)
 
+    @property
+    def kept_tokens(self) -> tuple[int, int]:
+        """Tokens the cut keeps from the start and from the end of a long text."""
+        budget = self.max_length - 2
+        if self.truncation == "head":
+            return budget, 0
+        if self.truncation == "tail":
+            return 0, budget
+        return head_size(budget), budget - head_size(budget)
+
+    def trim(self, texts: tf.Tensor) -> tf.Tensor:
+        """[batch] raw texts, each cut to ``head + " " + tail`` characters if it is long.
+
+        ``head`` is the first ``C * n_head`` characters and ``tail`` the last ``C * n_tail``,
+        where ``n_head`` / ``n_tail`` are :attr:`kept_tokens` and ``C`` is
+        ``trim_chars_per_token`` (``None``: no trim). A text no longer than both is unchanged.
+        Only the ends are read: the ops cost the same for 1 KB and for 100 MB (no op scans the
+        text, not even for its length in characters), and the rest of the pipeline gets at most
+        ``C * (max_length - 2)`` characters.
+
+        Why the ids do not change. Call *separators* whitespace and ``<br />`` tags, *words* the
+        runs of other characters between them. The cut ``truncate`` makes keeps the first
+        ``n_head`` and the last ``n_tail`` tokens, and a word's tokens depend on that word alone
+        (normalization, splitting and WordPiece are per character or per word). In the kept
+        head, every word that ends before the cut is whole and tokenizes as in the full text,
+        and whatever the cut or the join makes of the word it splits (or of a tag, a special
+        token, a multibyte character) comes after those words' tokens; likewise at the tail,
+        mirrored. If each word, with the separators on either side, spans at most ``C``
+        characters, ``C * n`` characters hold at least ``n`` whole words; if each word also keeps
+        a character through normalization (not only controls, format characters or stripped
+        accents), they give at least ``n`` tokens. So the kept ends start and end with the tokens
+        the cut keeps, and ``truncate`` returns the same ids as on the whole text.
+
+        ``C = 128`` exceeds HF's 100-character word limit; real reviews average 4.5 characters
+        per token and need at most 6 over a few hundred tokens. Texts outside the bound are
+        unusual or adversarial: thousands of spaces or newlines, runs of 200-character words
+        (long URLs one after another, unspaced Thai), words of control characters. For them the
+        ids are those of the kept ends: the first tokens of the head and the last of the tail.
+
+        The text is cut at character starts (UTF-8 lead bytes), where decoding resynchronizes:
+        the kept ends decode (invalid bytes to U+FFFD) as they do within the whole text.
+        """
+        texts = tf.convert_to_tensor(texts, tf.string)
+        if self.trim_chars_per_token is None:
+            return texts
+        n_head, n_tail = self.kept_tokens
+        size = tf.strings.length(texts)  # bytes: no scan
+        head = _utf8_head(texts, size, self.trim_chars_per_token * n_head)
+        tail = _utf8_tail(texts, size, self.trim_chars_per_token * n_tail)
+        # Ends that overlap or touch cover the whole text, which is then short: keep it as is.
+        cut = tf.strings.length(head) + tf.strings.length(tail) < size
+        # The space ends the head's last word and starts the tail's first: neither can merge
+        # with the other into a word of the kept tokens.
+        return tf.where(cut, tf.strings.join([head, tail], separator=" "), texts)
+
     def truncate(self, ids: tf.RaggedTensor) -> tf.RaggedTensor:
         """``tfsent.features.truncate_ids`` on every row, to ``max_length - 2`` tokens."""
         budget = self.max_length - 2
@@ -328,7 +457,7 @@ class GraphTokenizer(tf.Module):
     def __call__(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
         """[batch] texts -> model inputs, padded to the longest row of the batch."""
         texts = tf.convert_to_tensor(texts, tf.string)
-        ids = self.truncate(self.tokenize(texts))
+        ids = self.truncate(self.tokenize(self.trim(texts)))
         rows = tf.shape(texts, out_type=tf.int64)[:1]
         cls = tf.RaggedTensor.from_tensor(tf.fill(tf.concat([rows, [1]], 0), self._cls_id))
         sep = tf.RaggedTensor.from_tensor(tf.fill(tf.concat([rows, [1]], 0), self._sep_id))
@@ -336,6 +465,32 @@ class GraphTokenizer(tf.Module):
         # Masked as in training (tfsent.features): by id, so a [PAD] written in a text is too.
         mask = tf.cast(tf.not_equal(ids, self._pad_id), tf.int64)
         return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}
+
+
+def _utf8_head(texts: tf.Tensor, size: tf.Tensor, chars: int) -> tf.Tensor:
+    """The first ``chars`` characters of each text (fewer if it is shorter), read from at most
+    ``4 * chars + 4`` bytes, ending before a character start."""
+    if chars == 0:
+        return tf.zeros_like(texts)
+    piece = tf.strings.substr(texts, 0, _UTF8_MAX_BYTES * (chars + 1))
+    starts = tf.strings.length(piece, unit="UTF8_CHAR")  # lead bytes: a character each
+    # Where the byte cut fell inside the text it may have split the last character: drop it.
+    whole = tf.where(tf.strings.length(piece) < size, starts - 1, starts)
+    keep = tf.clip_by_value(whole, 0, chars)
+    return tf.strings.substr(piece, tf.zeros_like(keep), keep, unit="UTF8_CHAR")
+
+
+def _utf8_tail(texts: tf.Tensor, size: tf.Tensor, chars: int) -> tf.Tensor:
+    """The last ``chars`` characters of each text (fewer if it is shorter), read from at most
+    ``4 * chars + 4`` bytes, starting at a character start."""
+    if chars == 0:
+        return tf.zeros_like(texts)
+    width = _UTF8_MAX_BYTES * (chars + 1)
+    piece = tf.strings.substr(texts, tf.maximum(size - width, 0), tf.fill(tf.shape(size), width))
+    # Counted back from the end, a character starts at a lead byte: continuation bytes before
+    # the first one (a character the byte cut split) are left out.
+    keep = tf.minimum(tf.strings.length(piece, unit="UTF8_CHAR"), chars)
+    return tf.strings.substr(piece, -keep, keep, unit="UTF8_CHAR")
 
 
 def _re2_escape(text: str) -> str:
