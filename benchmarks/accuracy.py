@@ -4,10 +4,11 @@ A thin wrapper around :func:`tfsent.fit.fit` with the recommended settings: the 
 split minus a stratified, seeded 5,000-review validation split; max length 256, head+tail
 truncation; length bucketing; ``--mixed-precision auto``; one epoch at lr 5e-5 (MiniLM wants a
 higher rate than BERT-base's 2e-5), batch 16; exported at the end to ``exported/tfsent/<N>``.
-It records validation accuracy and macro F1, the time taken, the run and export paths, and the
-published IMDB figures to read them against (those are on the 25,000-review test set, which the
-train tarball does not hold; the validation split here is held out from train and never trained
-on).
+It records validation accuracy and macro F1, the temperature fitted on the validation split with
+the expected calibration error (15 bins) before and after it, the time taken, the run and export
+paths, and the published IMDB figures to read them against (those are on the 25,000-review test
+set, which the train tarball does not hold; the validation split here is held out from train and
+never trained on).
 
     python -m benchmarks.accuracy                        # hours per epoch on 2 CPU cores
     python -m benchmarks.accuracy --epochs 2 --learning-rate 3e-5
@@ -79,7 +80,7 @@ def run_config(args, data: str, model: str, output_dir: str, export_dir: str):
         TrainConfig(output_dir=output_dir, overwrite_output_dir=True, epochs=args.epochs,
                     batch_size=args.batch_size, learning_rate=args.learning_rate,
                     seed=args.seed, bucketing=True, mixed_precision=args.mixed_precision,
-                    export_dir=export_dir, model_name=args.model_name, verbose=2),
+                    export_dir=export_dir, model_name=args.model_name, progress=2),
     )
 
 
@@ -101,6 +102,8 @@ def measure(args, data: str, model: str, output_dir: str, export_dir: str) -> di
         "train_examples_per_second": metrics["train_examples_per_second"],
         "total_seconds": seconds,
         "precision_policy": metrics["precision_policy"],
+        # The temperature fitted on the validation split and the ECE (15 bins) before/after it.
+        "calibration": metrics.get("calibration"),
         "run_dir": output_dir,
         "export_path": metrics.get("export"),
         "published": PUBLISHED,
@@ -140,7 +143,15 @@ def table(result: dict[str, Any]) -> str:
              f"{v['f1_macro']:.4f}", f"{result['train_seconds'] / 60:.1f} min"]]
     rows += [[p["model"], f"{100 * p['imdb_test_accuracy']:.1f}% test (published)", "", p["source"]]
              for p in result["published"]]
-    return markdown_table(["model", "accuracy", "macro F1", "train time / source"], rows)
+    headers = ["model", "accuracy", "macro F1", "train time / source"]
+    c = result.get("calibration")  # results recorded before calibration have none
+    if c:
+        headers.insert(3, "ECE raw -> at T (15 bins)")
+        rows[0].insert(3, f"{100 * c['ece_before']:.2f}% -> {100 * c['ece_after']:.2f}% "
+                          f"(T = {c['temperature']:.3f})")
+        for row in rows[1:]:
+            row.insert(3, "")
+    return markdown_table(headers, rows)
 
 
 if __name__ == "__main__":
