@@ -361,6 +361,24 @@ def test_unknown_column_lists_the_columns(tmp_path):
     assert "no column 'label'" in user_error(path, text_column="review")
 
 
+@pytest.mark.parametrize("name,content,message", [
+    ("header.csv", "text,label\n", "has no examples (a header and no rows?)"),
+    ("empty.jsonl", "", "is empty; add labelled rows with a 'text' and a 'label' column"),
+    ("empty.csv", "", "could not read"),
+])
+def test_a_file_without_rows_is_one_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content)
+    assert message in user_error(path)
+
+
+def test_validation_data_without_rows_is_one_line(tmp_path):
+    train = write_table(tmp_path / "train.csv", ["good", "bad"] * 10, ["pos", "neg"] * 10)
+    (tmp_path / "valid.csv").write_text("text,label\n")
+    message = user_error(train, validation_data=str(tmp_path / "valid.csv"))
+    assert message.startswith(f"{tmp_path / 'valid.csv'} has no examples")
+
+
 def test_single_class(tmp_path):
     path = write_table(tmp_path / "r.csv", ["good", "fine", "great"], ["pos"] * 3)
     message = user_error(path)

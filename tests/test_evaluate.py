@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tfsent.evaluate import compute_metrics, plot_confusion_matrix, plot_training_curves
@@ -45,9 +46,42 @@ def test_evaluate_cli_bad_run_dir_is_one_line(tmp_path, capsys):
     from tfsent.errors import run_cli
     from tfsent.evaluate import main
 
+    assert run_cli(main, ["--run-dir", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: run directory {tmp_path / 'nowhere'} does not exist; pass the "
+                   "--output-dir of a finished python -m tfsent.fit run")
     assert run_cli(main, ["--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err and "not a tfsent run directory" in err
+    assert err.startswith("error: ") and "\n" not in err and "has no config.json" in err
     (tmp_path / "config.json").write_text("{}")
     assert run_cli(main, ["--run-dir", str(tmp_path)]) == 2
-    assert "no trained weights" in capsys.readouterr().err
+    assert "has no model weights" in capsys.readouterr().err
+    assert run_cli(main, ["--run-dir", str(tmp_path), "--batch-size", "0"]) == 2
+    assert "--batch-size 0 must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32"])
+def test_evaluate_computes_in_float32_and_leaves_the_global_policy_as_it_was(policy, tmp_path):
+    import tf_keras
+
+    from tfsent.evaluate import evaluate_run
+    from tfsent.synthetic import generate_reviews
+    from tfsent.tiny_run import make_tiny_run_dir
+
+    run = make_tiny_run_dir(tmp_path / "run")
+    texts, labels = generate_reviews(40, seed=0, label_names=("negative", "positive"))
+    data = tmp_path / "reviews.csv"
+    pd.DataFrame({"text": texts, "label": [("negative", "positive")[y] for y in labels]}
+                 ).to_csv(data, index=False)
+    tf_keras.mixed_precision.set_global_policy(policy)
+    try:
+        results = evaluate_run(run, str(data))
+        assert tf_keras.mixed_precision.global_policy().name == policy
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    assert results["evaluation"]["examples"] == 40
+    assert sum(map(sum, results["evaluation"]["confusion_matrix"])) == 40
+    # Under a mixed policy the model would compute in bfloat16: float32 gives the same numbers.
+    if policy != "float32":
+        again = evaluate_run(run, str(data))["evaluation"]
+        assert again["loss"] == results["evaluation"]["loss"]

@@ -5,9 +5,11 @@ from transformers import BertTokenizerFast
 from tfsent.errors import UserError
 from tfsent.features import (
     bucket_boundaries,
+    count_batches,
     encode,
     head_size,
     make_dataset,
+    make_train_dataset,
     padding_fraction,
     truncate_ids,
 )
@@ -86,3 +88,43 @@ def test_pad_to_bucket_boundary_limits_shapes(tokenizer):
     ds = make_dataset(enc, 16, shuffle=True, seed=0, max_length=256, pad_to_bucket_boundary=True)
     widths = {f["input_ids"].shape[1] for f, _ in ds}
     assert widths <= set(bucket_boundaries(256))
+
+
+@pytest.mark.parametrize("options", [
+    dict(bucketing=True, max_length=256),
+    dict(bucketing=True, max_length=256, pad_to_bucket_boundary=True),
+    dict(bucketing=True, max_length=256, drop_remainder=True),
+    dict(bucketing=True),  # buckets up to the longest row
+    dict(bucketing=False),
+    dict(bucketing=False, drop_remainder=True),
+])
+def test_every_dataset_knows_its_number_of_batches(tokenizer, options):
+    # Keras' progress bar shows "step/total" only when the dataset's cardinality is known.
+    enc = _varied_lengths(tokenizer, n=203)
+    ds = make_dataset(enc, 16, shuffle=True, seed=0, **options)
+    counted = sum(1 for _ in ds)
+    assert int(ds.cardinality()) == counted == count_batches(
+        enc.lengths, 16, bucketing=options["bucketing"], max_length=options.get("max_length"),
+        drop_remainder=options.get("drop_remainder", False))
+
+
+def test_training_order_is_a_function_of_the_seed_and_epoch(tokenizer):
+    enc = _varied_lengths(tokenizer, n=96)
+
+    def batches(ds):
+        return [tuple(f["input_ids"][:, 1].numpy().tolist()) + tuple(y.numpy().tolist())
+                for f, y in ds]
+
+    ds, steps = make_train_dataset(enc, 8, seed=5, epochs=3, max_length=256)
+    stream = batches(ds)
+    assert len(stream) == 3 * steps == int(ds.cardinality())
+    epochs = [stream[i * steps:(i + 1) * steps] for i in range(3)]
+    assert epochs[0] != epochs[1] != epochs[2]  # each epoch its own permutation
+    for epoch in epochs:  # ... of every example
+        assert sum(len(b) for b in epoch) == 2 * 96
+    assert batches(make_train_dataset(enc, 8, seed=5, epochs=3, max_length=256)[0]) == stream
+    assert batches(make_train_dataset(enc, 8, seed=6, epochs=3, max_length=256)[0]) != stream
+    # Resumed at epoch 2, step 3: the rest of the very same stream.
+    resumed, _ = make_train_dataset(enc, 8, seed=5, epochs=3, start_epoch=1, start_step=3,
+                                    max_length=256)
+    assert batches(resumed) == stream[steps + 3:]

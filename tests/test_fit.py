@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from tfsent.synthetic import generate_reviews
 
 def tiny_config(output_dir, **train) -> RunConfig:
     values = dict(output_dir=str(output_dir), epochs=3, batch_size=32, learning_rate=3e-3,
-                  verbose=0, seed=1)
+                  progress=0, seed=1)
     values.update(train)
     return RunConfig(
         DataConfig(dataset="demo", max_train_samples=400, max_eval_samples=200),
@@ -48,24 +49,52 @@ def test_validation_is_scored_once_per_epoch_and_reused_for_the_final_metrics(fi
     assert metrics["_prediction_passes"] == 3 + 1
     with open(Path(cfg.train.output_dir) / "history.csv") as f:
         rows = list(csv.DictReader(f))
-    val_accuracy = [float(r["val_accuracy"]) for r in rows]
-    best_epoch = val_accuracy.index(max(val_accuracy))  # the first of equals, as Keras keeps
-    assert metrics["validation"]["accuracy"] == pytest.approx(max(val_accuracy))
-    assert metrics["validation"]["loss"] == pytest.approx(float(rows[best_epoch]["val_loss"]))
-    assert metrics["validation"]["f1_macro"] == pytest.approx(
-        float(rows[best_epoch]["val_f1_macro"]))
+    best_epoch = best_by_rule(rows, "val_accuracy")
+    row = rows[best_epoch - 1]
+    assert metrics["best_epoch"] == best_epoch and metrics["epochs"] == 3
+    assert metrics["validation"]["accuracy"] == pytest.approx(float(row["val_accuracy"]))
+    assert metrics["validation"]["loss"] == pytest.approx(float(row["val_loss"]))
+    assert metrics["validation"]["f1_macro"] == pytest.approx(float(row["val_f1_macro"]))
     best = json.loads((Path(cfg.train.output_dir) / "checkpoints/best.json").read_text())
-    assert best == {"monitor": "val_accuracy", "value": pytest.approx(max(val_accuracy)),
-                    "epoch": best_epoch}
+    assert best == {"monitor": "val_accuracy", "value": pytest.approx(float(row["val_accuracy"])),
+                    "val_loss": pytest.approx(float(row["val_loss"])), "epoch": best_epoch,
+                    "previous": None}
+
+
+def best_by_rule(rows: list[dict], monitor: str) -> int:
+    """The epoch (from 1) tfsent keeps: best on ``monitor``, ties to the lower val_loss."""
+    sign = 1 if monitor.endswith("loss") else -1
+    keys = [(sign * float(r[monitor]), float(r["val_loss"])) for r in rows]
+    return keys.index(min(keys)) + 1
+
+
+def test_a_tie_on_the_monitor_keeps_the_epoch_with_the_lower_validation_loss(finished_run):
+    cfg, metrics = finished_run
+    with open(Path(cfg.train.output_dir) / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    val_accuracy = [float(r["val_accuracy"]) for r in rows]
+    tied = [i + 1 for i, v in enumerate(val_accuracy) if v == max(val_accuracy)]
+    # The generated reviews are easy: several epochs reach the same validation accuracy.
+    assert len(tied) > 1, val_accuracy
+    assert metrics["best_epoch"] == min(tied, key=lambda e: float(rows[e - 1]["val_loss"]))
+    assert metrics["best_epoch"] != tied[0]  # Keras' ModelCheckpoint would keep the first
 
 
 def test_run_directory_holds_everything_of_the_run(finished_run):
     cfg, metrics = finished_run
     run = Path(cfg.train.output_dir)
+    best = metrics["best_epoch"]
     for name in ("config.json", "tokenizer/vocab.txt", "model/tf_model.h5", "model/config.json",
                  "history.csv", "metrics.json", "confusion_matrix.png", "training_curves.png",
-                 "checkpoints/best.weights.h5"):
+                 "confusion_matrix_test.png", f"checkpoints/epoch-{best:03d}.weights.h5",
+                 f"checkpoints/epoch-{best:03d}.predictions.npz", "checkpoints/best.json",
+                 "checkpoints/trained.json"):
         assert (run / name).is_file(), name
+    # Only the best epoch's files stay; nothing temporary is left.
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        ["best.json", "trained.json", f"epoch-{best:03d}.weights.h5",
+         f"epoch-{best:03d}.predictions.npz"])
+    assert not list(run.rglob(".*tmp*"))
     assert list((run / "logs").rglob("events.out.tfevents*")), "TensorBoard logs"
     assert not (run / "backup").exists(), "the backup is removed once training ends"
     assert RunConfig.load(run / "config.json") == cfg
@@ -73,6 +102,8 @@ def test_run_directory_holds_everything_of_the_run(finished_run):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert all(float(r["seconds"]) > 0 for r in rows)
+    assert metrics["train_seconds"] == pytest.approx(sum(float(r["seconds"]) for r in rows))
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["validation"]["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
     assert saved["validation"]["examples"] == 120  # 10% of the demo's 1,200 training reviews
@@ -101,7 +132,7 @@ def test_monitor_val_loss_keeps_the_epoch_of_lowest_validation_loss(tmp_path):
         val_loss = [float(r["val_loss"]) for r in csv.DictReader(f)]
     best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
     assert best["monitor"] == "val_loss"
-    assert best["epoch"] == val_loss.index(min(val_loss))
+    assert best["epoch"] == val_loss.index(min(val_loss)) + 1 == metrics["best_epoch"]
     assert metrics["validation"]["loss"] == pytest.approx(min(val_loss))
 
 
@@ -127,7 +158,7 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert (tmp_path / "run" / "backup").is_dir()
     assert not (tmp_path / "run" / "metrics.json").exists()
     before = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
-    assert before["epoch"] in (0, 1)
+    assert before["epoch"] in (1, 2)
     epochs = Epochs()
     metrics = fit(cfg, [epochs])
     assert epochs.seen == [2, 3]
@@ -135,10 +166,10 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
     # The best checkpoint is the best of all four epochs, not only of those after the resume.
-    val_accuracy = [float(r["val_accuracy"]) for r in rows]
     best = json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())
-    assert best["epoch"] == val_accuracy.index(max(val_accuracy))
-    assert metrics["validation"]["accuracy"] == pytest.approx(max(val_accuracy))
+    assert best["epoch"] == best_by_rule(rows, "val_accuracy") == metrics["best_epoch"]
+    assert metrics["validation"]["accuracy"] == pytest.approx(
+        max(float(r["val_accuracy"]) for r in rows))
 
 
 def test_multiclass_csv_with_string_labels(tmp_path):
@@ -167,6 +198,8 @@ def test_help_documents_every_option_with_its_default():
         for field in dataclasses.fields(dtype):
             assert f"--{field.name}" in out, field.name
     assert "(default: head+tail)" in out and "(default: 2e-05)" in out
+    assert "'demo' (The offline demo" in " ".join(out.split())  # --config names the presets
+    assert "--verbose" in out and "--progress {0,1,2}" in out
 
 
 def test_config_file_sets_options_and_flags_override(tmp_path):
@@ -186,6 +219,24 @@ BAD_INPUTS = [
     (["--dataset", "demo", "--truncation", "middle"], "invalid choice"),
     (["--dataset", "demo", "--monitor", "val_f1"], "invalid choice"),
     (["--config", "/no/such.yaml"], "config file"),
+    (["--config", "no-such-preset"], "or a preset: demo"),
+    (["--config", "demo", "--epochs", "0"], "--epochs 0 must be at least 1"),
+    (["--dataset", "demo", "--batch-size", "0"], "--batch-size 0 must be at least 1"),
+    (["--dataset", "demo", "--eval-batch-size", "-1"], "--eval-batch-size -1 must be at least 1"),
+    (["--dataset", "demo", "--learning-rate", "0"], "--learning-rate 0.0 must be a positive"),
+    (["--dataset", "demo", "--learning-rate", "nan"], "must be a positive number"),
+    (["--dataset", "demo", "--warmup-ratio", "1.5"], "--warmup-ratio 1.5 must be a fraction"),
+    (["--dataset", "demo", "--weight-decay", "-0.1"], "--weight-decay -0.1 must be in [0, 1)"),
+    (["--dataset", "demo", "--validation-size", "0"], "--validation-size 0.0 must be"),
+    (["--dataset", "demo", "--validation-size", "2.5"], "whole number"),
+    (["--dataset", "demo", "--max-train-samples", "0"], "--max-train-samples 0 must be"),
+    (["--dataset", "demo", "--max-length", "2"], "max_length 2 leaves no room"),
+    (["--dataset", "demo", "--early-stopping-patience", "0"], "patience 0 must be at least 1"),
+    (["--dataset", "demo", "--backup-every-steps", "0"], "steps 0 must be at least 1"),
+    (["--dataset", "demo", "--tiny-vocab-size", "3"], "--tiny-vocab-size 3 must be"),
+    (["--dataset", "demo", "--model-name", "a/b"], "not a folder name"),
+    (["--dataset", "demo", "--progress", "3"], "invalid choice"),
+    (["--dataset", "demo", "--verbose", "maybe"], "expected one of yes/no"),
 ]
 
 
@@ -196,6 +247,18 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err
     assert not out.exists(), "nothing half-written"
+
+
+def test_header_only_csv_is_one_line_and_nothing_written(tmp_path, capsys):
+    header_only = tmp_path / "reviews.csv"
+    header_only.write_text("text,label\n")
+    out = tmp_path / "run"
+    assert run_cli(main, ["--dataset", str(header_only), "--model", "tiny",
+                          "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {header_only} has no examples (a header and no rows?); add labelled "
+                   "rows or pass other data")
+    assert not out.exists()
 
 
 def test_bad_data_file_is_one_line_and_nothing_written(tmp_path, capsys):
@@ -225,6 +288,20 @@ def test_bad_data_file_is_one_line_and_nothing_written(tmp_path, capsys):
         assert not out.exists()
 
 
+def test_a_folder_that_is_not_a_run_is_left_alone(tmp_path, capsys):
+    out = tmp_path / "mine"
+    (out / "tokenizer").mkdir(parents=True)
+    (out / "README.md").write_text("my notes")
+    argv = ["--dataset", "demo", "--model", "tiny", "--max-train-samples", "100",
+            "--tiny-vocab-size", "200", "--output-dir", str(out)]
+    assert run_cli(main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --output-dir {out} holds a tokenizer/ folder but no tfsent run; "
+                   "pass a new or empty folder")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "tokenizer"]
+    assert (out / "README.md").read_text() == "my notes"
+
+
 def test_finished_run_is_not_overwritten_by_accident(finished_run, capsys):
     cfg, _ = finished_run
     assert run_cli(main, ["--dataset", "demo", "--model", "tiny",
@@ -241,3 +318,126 @@ def test_mixed_bfloat16_trains_and_leaves_the_policy_float32(tmp_path):
     assert tf_keras.mixed_precision.global_policy().name == "float32"
     saved = TFBertForSequenceClassification.from_pretrained(tmp_path / "run" / "model")
     assert {w.dtype.name for w in saved.weights} == {"float32"}
+
+
+# --- presets, config files, the command line ------------------------------------------------
+
+
+def test_presets_are_found_by_name_and_old_option_names_still_load(tmp_path):
+    from tfsent.config import parse_args, preset_names, resolve_config_file
+
+    assert "demo" in preset_names()
+    assert resolve_config_file("demo").name == "demo.yaml"
+    data, model, train = parse_args((DataConfig, ModelConfig, TrainConfig), "",
+                                    ["--config", "demo", "--epochs", "2"])
+    assert (data.dataset, model.model, train.epochs, train.export_dir) == (
+        "demo", "tiny", 2, "exported")
+    # A file of the preset's name wins over the preset.
+    (tmp_path / "demo").write_text("epochs: 9\n")
+    assert resolve_config_file(str(tmp_path / "demo")) == tmp_path / "demo"
+    # config.json of runs from before --progress and the per-epoch permutation.
+    legacy = {"data": {"dataset": "demo"}, "model": {"model": "tiny"},
+              "train": {"verbose": 2, "shuffle_buffer": 100, "epochs": 1}}
+    cfg = RunConfig.from_dict(legacy)
+    assert (cfg.train.progress, cfg.train.epochs) == (2, 1)
+
+
+def test_options_that_change_training_block_a_resume_others_do_not():
+    a = RunConfig(DataConfig(dataset="demo"), ModelConfig(model="tiny"), TrainConfig())
+    b = RunConfig(DataConfig(dataset="demo"), ModelConfig(model="tiny"),
+                  TrainConfig(output_dir="elsewhere", progress=0, export_dir="exported",
+                              overwrite_output_dir=True, calibration="none"))
+    assert a.differences(b) == []
+    c = RunConfig(DataConfig(dataset="demo", max_train_samples=5), ModelConfig(model="tiny"),
+                  TrainConfig(learning_rate=1e-3))
+    assert a.differences(c) == ["max_train_samples", "learning_rate"]
+
+
+def test_interrupted_run_with_other_options_is_not_resumed_by_accident(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "run", epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, [Interrupt()])
+    argv = ["--dataset", "demo", "--model", "tiny", "--max-train-samples", "400",
+            "--max-eval-samples", "200", "--max-length", "64", "--tiny-vocab-size", "400",
+            "--epochs", "5", "--batch-size", "32", "--learning-rate", "3e-3", "--seed", "1",
+            "--output-dir", str(tmp_path / "run")]
+    assert run_cli(main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "interrupted run with other options (epochs)" in err
+    assert f"--config {tmp_path / 'run' / 'config.json'}" in err
+    assert (tmp_path / "run" / "backup").is_dir(), "left as it was"
+
+
+NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "oneDNN supports DT_INT64",
+    "TensorFlow and JAX classes are deprecated",
+    "All model checkpoint layers were used",
+    "seed_generator",
+)
+
+
+def run_fit_cli(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    # The environment a user has: none of the test session's quieting variables.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CPP_MIN_LOG_LEVEL", "TRANSFORMERS_VERBOSITY", "PYTHONWARNINGS")}
+    argv = [sys.executable, "-m", "tfsent.fit", "--config", "demo", "--epochs", "1",
+            "--max-train-samples", "200", "--max-eval-samples", "100", "--max-length", "32",
+            "--tiny-vocab-size", "300", *extra]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=600)
+
+
+def test_cli_is_quiet_by_default_shows_totals_and_ends_with_a_summary(tmp_path):
+    done = run_fit_cli(tmp_path, "--output-dir", "run", "--export-dir", "exported")
+    assert done.returncode == 0, done.stderr
+    for line in NOISE:
+        assert line not in done.stderr, line
+    out = done.stdout.replace("\r", "\n")
+    steps = json.loads((tmp_path / "run/checkpoints/trained.json").read_text())["steps_per_epoch"]
+    assert f"{steps}/{steps} [" in out and "Unknown" not in out  # every bar knows its total
+    assert "restored epoch 1 of 1 (val_accuracy " in out
+    tail = out.strip().splitlines()[-6:]
+    assert tail[0].startswith("validation: accuracy ")
+    assert tail[2].startswith("run:        run/  metrics.json; confusion_matrix.png")
+    assert tail[3] == "export:     exported/tfsent/1"
+    assert tail[4] == 'next:       python -m tfsent.predict --saved-model exported/tfsent ' \
+                      '"a wonderful, moving film"'
+    assert tail[5].strip() == ("python -m tfsent.serve --model_name=tfsent "
+                               "--model_base_path=exported/tfsent")
+    assert (tmp_path / "exported/tfsent/1/saved_model.pb").is_file()
+
+
+def test_cli_verbose_shows_the_libraries_logs(tmp_path):
+    done = run_fit_cli(tmp_path, "--output-dir", "run", "--export-dir", "", "--verbose",
+                       "--progress", "0")
+    assert done.returncode == 0, done.stderr
+    assert "TensorFlow and JAX classes are deprecated" in done.stderr
+    assert "next:       python -m tfsent.export --run-dir run" in done.stdout
+
+
+@pytest.mark.parametrize("module,args,what", [
+    ("fit", ["--config", "demo"], "training"),
+    ("evaluate", ["--run-dir", "runs/demo"], "evaluation"),
+])
+def test_without_tensorflow_the_cli_names_the_extra(module, args, what, tmp_path):
+    # A client-only install: TensorFlow, tf-keras and transformers cannot be imported.
+    code = (
+        "import importlib.abc, runpy, sys\n"
+        "class Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('tensorflow', 'tf_keras', 'transformers'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Absent())\n"
+        f"sys.argv = ['python -m tfsent.{module}', *{args!r}]\n"
+        f"runpy.run_module('tfsent.{module}', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {what} needs the train extra: pip install 'tfsent[train]'\n"
+    assert list(tmp_path.iterdir()) == []

@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tfsent.errors import OneLineArgumentParser, fail
 
+PRESETS_DIR = Path(__file__).parent / "presets"
 Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "tail", "head+tail")
 # What the validation callback adds to each epoch's logs as ``val_<name>``.
@@ -116,6 +118,11 @@ class ModelConfig:
     tiny_vocab_size: int = field(
         default=2000, metadata={"help": "WordPiece vocabulary size for --model tiny."}
     )
+    license: str = field(
+        default="apache-2.0",
+        metadata={"help": "License of the trained model in its model card (a Hub license id: "
+                  "apache-2.0, mit, other, ...); heed the base model's and the data's terms."},
+    )
 
 
 @dataclass
@@ -125,7 +132,11 @@ class TrainConfig:
         metadata={"help": "Run directory: config, tokenizer, weights, logs, metrics, plots."},
     )
     overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace a finished run in --output-dir."}
+        default=False,
+        metadata={
+            "help": "Replace a finished run in --output-dir, or an interrupted one that had "
+            "other options. (An interrupted run with the same options is always resumed.)"
+        },
     )
     epochs: int = field(default=3, metadata={"help": "Training epochs."})
     batch_size: int = field(default=16, metadata={"help": "Training batch size (global)."})
@@ -137,13 +148,16 @@ class TrainConfig:
     warmup_ratio: float = field(
         default=0.1, metadata={"help": "Fraction of steps with linear warmup, then linear decay."}
     )
-    seed: int = field(default=42, metadata={"help": "Seed for splits, shuffling and init."})
+    seed: int = field(
+        default=42,
+        metadata={
+            "help": "Seed for splits, init, each epoch's example order and dropout: a run "
+            "resumed after an interrupt continues as the uninterrupted run would have."
+        },
+    )
     bucketing: bool = field(
         default=True,
         metadata={"help": "Batch reviews of similar length together (less padding, faster)."},
-    )
-    shuffle_buffer: int = field(
-        default=10_000, metadata={"help": "tf.data shuffle buffer (examples)."}
     )
     monitor: str = field(
         default="val_accuracy",
@@ -180,8 +194,22 @@ class TrainConfig:
         default=False,
         metadata={"help": "Compile the train step with XLA (pads to bucket boundaries)."},
     )
-    verbose: int = field(
-        default=1, metadata={"help": "Keras verbosity: 1 progress bar, 2 a line per epoch."}
+    progress: int = field(
+        default=1,
+        metadata={
+            "help": "Keras' training output: 1 a progress bar, 2 one line per epoch, 0 none. "
+            "(Library log messages are a separate switch: --verbose.)",
+            "choices": (0, 1, 2),
+        },
+    )
+    calibration: Literal["temperature", "none"] = field(
+        default="temperature",
+        metadata={
+            "help": "After training, 'temperature' fits one temperature T on the validation "
+            "split (temperature scaling, Guo et al. 2017; T within [0.05, 20]) that the export "
+            "divides the logits by: confidences calibrated, argmax and accuracy unchanged. "
+            "'none' keeps the raw softmax (T = 1). The ECE before and after is in metrics.json."
+        },
     )
     export_dir: str | None = field(
         default=None,
@@ -189,6 +217,26 @@ class TrainConfig:
     )
     model_name: str = field(
         default="tfsent", metadata={"help": "Model name in the export path and TF Serving."}
+    )
+
+
+@dataclass
+class HubConfig:
+    """Where ``fit`` pushes the run; not part of ``RunConfig``, so the token is never saved."""
+
+    push_to_hub: str | None = field(
+        default=None,
+        metadata={"help": "After training, upload the run (model card, model/, tokenizer/, "
+                  "metrics, and the SavedModel when --export-dir is given) to this Hugging Face "
+                  "Hub repo id (python -m tfsent.push does it later)."},
+    )
+    hub_token: str | None = field(
+        default=None,
+        metadata={"help": "Hub token (default: HF_TOKEN, else the huggingface-cli login); "
+                  "never written to the run folder."},
+    )
+    hub_private: bool = field(
+        default=False, metadata={"help": "Create the Hub repository private."}
     )
 
 
@@ -206,44 +254,202 @@ class RunConfig:
         return cls(
             DataConfig(**values.get("data", {})),
             ModelConfig(**values.get("model", {})),
-            TrainConfig(**values.get("train", {})),
+            TrainConfig(**upgrade_options(values.get("train", {}))),
         )
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        from tfsent.rundir import write_text_atomic
+
+        # Atomic: a run killed while saving leaves the previous file or the new one, never half.
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def check(self) -> RunConfig:
+        """``self`` if every option is in range, else a one-line ``UserError`` naming it.
+
+        Called before anything is read or written, so ``--epochs 0`` costs nothing.
+
+        >>> RunConfig(train=TrainConfig(epochs=0)).check()
+        Traceback (most recent call last):
+        ...
+        tfsent.errors.UserError: --epochs 0 must be at least 1
+        """
+        check_run_options(self)
+        return self
+
+    def differences(self, other: RunConfig) -> list[str]:
+        """The options that differ from ``other``'s and change what training computes (not
+        where it is written, how it reports, or what is done after it): a run interrupted
+        with ``other`` resumes with ``self`` only when this is empty.
+
+        >>> a = RunConfig(train=TrainConfig(epochs=3, progress=1))
+        >>> a.differences(RunConfig(train=TrainConfig(epochs=4, progress=0)))
+        ['epochs']
+        """
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [name for section in mine for name in mine[section]
+                if name not in RESUMABLE_OPTIONS
+                and mine[section][name] != theirs.get(section, {}).get(name)]
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+# Options that may change between an interrupted run and its resumption: where things are
+# written, how the run reports, and what happens after training.
+RESUMABLE_OPTIONS = frozenset({
+    "output_dir", "overwrite_output_dir", "progress", "export_dir", "model_name", "calibration",
+    "license",
+})
+# Options of older config files: renamed (old name -> new name) or gone.
+_RENAMED_OPTIONS = {"verbose": "progress"}  # verbose was Keras' verbosity before --verbose
+_REMOVED_OPTIONS = frozenset({"shuffle_buffer"})  # each epoch is now a full seeded permutation
+
+
+def upgrade_options(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the option names of older tfsent versions brought up to date.
+
+    >>> upgrade_options({"verbose": 2, "shuffle_buffer": 100, "epochs": 1})
+    {'progress': 2, 'epochs': 1}
+    """
+    out = {}
+    for key, value in values.items():
+        if key in _REMOVED_OPTIONS:
+            continue
+        if key in _RENAMED_OPTIONS and not isinstance(value, bool):
+            key = _RENAMED_OPTIONS[key]
+        out[key] = value
+    return out
+
+
+def check_run_options(cfg: RunConfig) -> None:
+    """Every numeric option of ``cfg`` in its range and every choice known; one line if not."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+
+    def at_least(name: str, value: Any, low: int | float, flag: str | None = None) -> None:
+        if value is not None and not value >= low:
+            fail(f"--{flag or name.replace('_', '-')} {value} must be at least {low}")
+
+    def positive(name: str, value: float) -> None:
+        if not (value > 0 and math.isfinite(value)):
+            fail(f"--{name.replace('_', '-')} {value} must be a positive number")
+
+    def choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+        if value not in choices:
+            fail(f"--{name.replace('_', '-')} {value!r} is not one of "
+                 f"{', '.join(str(c) for c in choices)}")
+
+    for name in ("epochs", "batch_size", "eval_batch_size"):
+        at_least(name, getattr(t, name), 1)
+    positive("learning_rate", t.learning_rate)
+    if not 0 <= t.weight_decay < 1:
+        fail(f"--weight-decay {t.weight_decay} must be in [0, 1)")
+    if not 0 <= t.warmup_ratio < 1:
+        fail(f"--warmup-ratio {t.warmup_ratio} must be a fraction in [0, 1)")
+    at_least("early_stopping_patience", t.early_stopping_patience, 1)
+    at_least("backup_every_steps", t.backup_every_steps, 1)
+    choice("monitor", t.monitor, MONITORS)
+    choice("progress", t.progress, (0, 1, 2))
+    choice("strategy", t.strategy, _choices(TrainConfig, "strategy"))
+    choice("mixed_precision", t.mixed_precision, _choices(TrainConfig, "mixed_precision"))
+    if not t.output_dir:
+        fail("--output-dir is empty; pass a folder for the run")
+    if not t.model_name or t.model_name in (".", "..") or any(c in t.model_name for c in "/\\"):
+        fail(f"--model-name {t.model_name!r} is not a folder name; pass e.g. --model-name tfsent")
+    vs = d.validation_size
+    if not (vs > 0 and math.isfinite(vs)) or (vs >= 1 and not float(vs).is_integer()):
+        fail(f"--validation-size {vs} must be a fraction between 0 and 1 or a whole number of "
+             "examples")
+    at_least("max_train_samples", d.max_train_samples, 1)
+    at_least("max_eval_samples", d.max_eval_samples, 1)
+    check_model_options(m.max_length, m.truncation)
+    # [PAD] [UNK] [CLS] [SEP] [MASK] and at least a few pieces of text.
+    at_least("tiny_vocab_size", m.tiny_vocab_size, 10)
+
+
+def _choices(dtype: type, name: str) -> tuple[Any, ...]:
+    return next(f.metadata["choices"] for f in dataclasses.fields(dtype) if f.name == name)
+
+
+def preset_names() -> list[str]:
+    """The presets ``--config`` takes by name (``tfsent/presets/<name>.yaml``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def _preset_summary(name: str) -> str:
+    """The first sentence of a preset's opening comment, for ``--help``."""
+    lines = []
+    for line in (PRESETS_DIR / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = ""
+    for i, line in enumerate(lines):
+        text = f"{text} {line}".strip()
+        if ". " in text:
+            return text.split(". ")[0]
+        if text.endswith(".") or i + 1 == len(lines) or lines[i + 1][:1].isupper():
+            break
+    return text.rstrip(".") or name
+
+
+def resolve_config_file(value: str) -> Path:
+    """``--config``'s file: an existing path, else the preset of that name.
+
+    >>> resolve_config_file("demo").name
+    'demo.yaml'
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{value}.yaml"
+    if "/" not in value and preset.is_file():
+        return preset
+    fail(f"config file {value} does not exist; pass an existing YAML or JSON file to --config, "
+         f"or a preset: {', '.join(preset_names())}")
+
+
+def _config_help() -> str:
+    presets = "; ".join(f"'{n}' ({_preset_summary(n)})" for n in preset_names())
+    return ("YAML or JSON file of options (flat, or nested like a run's config.json); flags "
+            f"given override it. Or a preset by name: {presets}.")
+
+
+@dataclass
+class CliOptions:
+    """Options of the command line itself: not part of a run, never saved in ``config.json``."""
+
+    config: str | None = field(default=None, metadata={"help": _config_help()})
+    verbose: bool = field(
+        default=False,
+        metadata={"help": "Show the log messages of TensorFlow, absl, Hugging Face and Keras "
+                  "(hidden by default)."},
+    )
+
+
 def make_parser(dataclass_types: tuple[type, ...], description: str,
                 prog: str | None = None) -> argparse.ArgumentParser:
-    """An ``HfArgumentParser`` over ``dataclass_types`` whose errors are one line."""
+    """An ``HfArgumentParser`` over ``dataclass_types`` (and :class:`CliOptions`: ``--config``,
+    ``--verbose``) whose errors are one line."""
     from transformers import HfArgumentParser
 
     class Parser(HfArgumentParser, OneLineArgumentParser):
         pass
 
-    parser = Parser(
-        dataclass_types,
+    types = tuple(dataclass_types) + (() if CliOptions in dataclass_types else (CliOptions,))
+    return Parser(
+        types,
         prog=prog,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--config", default=None, help="YAML or JSON file of options; flags given override it."
-    )
-    return parser
 
 
 def read_config_file(path: str) -> dict[str, Any]:
-    """Options from a YAML/JSON file: flat ``{option: value}`` or nested by section."""
+    """Options from a YAML/JSON file or a preset: flat ``{option: value}`` or nested by section."""
     import yaml
 
-    file = Path(path)
-    if not file.is_file():
-        fail(f"config file {path} does not exist; pass an existing YAML or JSON file to --config")
+    file = resolve_config_file(path)
     try:
         values = yaml.safe_load(file.read_text())  # YAML is a superset of JSON
     except (yaml.YAMLError, UnicodeDecodeError) as err:
@@ -258,19 +464,22 @@ def read_config_file(path: str) -> dict[str, Any]:
             flat.update(value)  # the nested layout of a run's config.json
         else:
             flat[key] = value
-    return {k.replace("-", "_"): v for k, v in flat.items()}
+    return upgrade_options({str(k).replace("-", "_"): v for k, v in flat.items()})
 
 
 def parse_args(
     dataclass_types: tuple[type, ...], description: str, argv: list[str] | None,
     prog: str | None = None,
 ) -> tuple[Any, ...]:
-    """Parse ``argv`` into ``dataclass_types``; ``--config FILE`` sets defaults flags override."""
+    """Parse ``argv`` into ``dataclass_types``; ``--config FILE|PRESET`` sets defaults that
+    flags override. Include :class:`CliOptions` in ``dataclass_types`` to get ``--config`` and
+    ``--verbose`` back (they are always accepted)."""
     parser = make_parser(dataclass_types, description, prog)
-    pre, _ = _pre_parse_config(argv)
+    pre = _pre_parse_config(argv)
     if pre:
         values = read_config_file(pre)
-        known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+        known = {f.name for t in dataclass_types if t is not CliOptions
+                 for f in dataclasses.fields(t)}
         unknown = sorted(set(values) - known)
         if unknown:
             fail(f"config file {pre} has unknown option(s) {', '.join(unknown)}; see --help")
@@ -283,8 +492,9 @@ def parse_args(
     return tuple(outputs)
 
 
-def _pre_parse_config(argv: list[str] | None) -> tuple[str | None, list[str]]:
+def _pre_parse_config(argv: list[str] | None) -> str | None:
+    # Only --config, before the full parse: its file's values become the parser's defaults.
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
-    known, rest = pre.parse_known_args(argv)
-    return known.config, rest
+    known, _ = pre.parse_known_args(argv)
+    return known.config

@@ -292,6 +292,9 @@ def _read_table(path: Path, text_column: str, label_column: str) -> _Raw:
         kind = name.rsplit(".", 1)[-1].upper()
         fail(f"could not read {path} as {kind} ({_one_line(err)}); fix the file")
     columns = [str(c) for c in frame.columns]
+    if not columns:
+        fail(f"{path} is empty; add labelled rows with a '{text_column}' and a "
+             f"'{label_column}' column")
     for column, flag in ((text_column, "--text-column"), (label_column, "--label-column")):
         if column not in frame.columns:
             fail(f"{path} has no column '{column}'; its columns are: {', '.join(columns)}; "
@@ -380,6 +383,9 @@ def to_dataset(raw: _Raw, label_names: list[str] | None = None) -> TextDataset:
     """Check ``raw`` and give its labels ids: into ``label_names`` when given, else into names
     derived from ``raw`` itself (its known names, or its sorted distinct labels)."""
     text_column, label_column = raw.columns or ("text", "label")
+    if len(raw.texts) == 0:
+        fail(f"{raw.where} has no examples (a header and no rows?); add labelled rows or pass "
+             "other data")
     texts = [clean_text(t) if isinstance(t, str) else t for t in raw.texts]
     empty = [i for i, t in enumerate(texts) if _is_missing(t) or not str(t).strip()]
     if empty:

@@ -10,8 +10,9 @@ from typing import NoReturn
 
 USAGE_EXIT_CODE = 2
 
-# Every CLI imports this module before TensorFlow: without this, TF's C++ start-up chatter
-# (CPU feature notes, CUDA probing) would bury the one line a user needs to read.
+# Imported before TensorFlow by every tfsent module: TF's C++ INFO and WARNING start-up lines
+# (CPU feature notes, CUDA probing) are hidden for library users too. The CLIs go further,
+# and back, with tfsent.cli.configure_logging (--verbose).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

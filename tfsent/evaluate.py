@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfsent.config import EPOCH_METRICS, monitor_mode
+from tfsent.cli import TRAIN_MODULES, add_verbose_flag, configure_logging, require_extra
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
+from tfsent.rundir import write_json_atomic
 
 if TYPE_CHECKING:
     import tensorflow as tf
+    from matplotlib.figure import Figure
 
 
 def predict_logits(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -90,25 +91,45 @@ def compute_metrics(
 
 
 def plot_confusion_matrix(matrix: Sequence[Sequence[int]], label_names: Sequence[str],
-                          path: str | Path, title: str = "Confusion matrix") -> None:
+                          path: str | Path | None = None,
+                          title: str = "Confusion matrix") -> Figure:
+    """Counts per (true, predicted) label, each with its percentage of the true label's row
+    (so the diagonal reads as per-class recall); saved to ``path`` when given."""
     # A bare Figure draws without pyplot, so a notebook's inline backend is left alone.
     from matplotlib.figure import Figure
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    size = 3 + 0.6 * len(label_names)
+    counts = np.asarray(matrix, dtype=np.int64)
+    size = 3.4 + 0.75 * len(label_names)
     fig = Figure(figsize=(size, size))
     ax = fig.subplots()
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=list(label_names)).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    display = ConfusionMatrixDisplay(counts, display_labels=list(label_names)).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d"
     )
-    ax.set_title(title)
+    rows = counts.sum(axis=1)
+    # sklearn picks each cell's text colour for contrast; only the text itself changes.
+    for (i, j), text in np.ndenumerate(display.text_):
+        share = f"\n{100 * counts[i, j] / rows[i]:.1f}%" if rows[i] else ""
+        text.set_text(f"{counts[i, j]:,}{share}")
+        text.set_fontsize(9 if len(label_names) > 4 else 10)
+    ax.set_title(f"{title}\ncounts and % of the true label", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
-def plot_training_curves(history_csv: str | Path, path: str | Path) -> None:
-    """Loss and accuracy per epoch, train and validation, from Keras' CSVLogger file."""
+def plot_training_curves(history_csv: str | Path, path: str | Path | None = None,
+                         best_epoch: int | None = None) -> Figure:
+    """Loss and accuracy per epoch, train and validation, from Keras' CSVLogger file; saved to
+    ``path`` when given.
+
+    ``best_epoch`` is the kept (best validation) epoch as Keras counts it, from 0 like
+    ``history.csv``'s ``epoch`` column and ``checkpoints/best.json``; the plot numbers epochs
+    from 1 and marks it.
+    """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     with open(history_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -118,64 +139,51 @@ def plot_training_curves(history_csv: str | Path, path: str | Path) -> None:
         for prefix, style in (("", "o-"), ("val_", "s--")):
             key = prefix + metric
             if rows and key in rows[0]:
-                ax.plot(epochs, [float(r[key]) for r in rows], style, label=key)
+                values = [float(r[key]) for r in rows]
+                ax.plot(epochs, values, style, label=key)
+                if prefix and best_epoch is not None and best_epoch + 1 in epochs:
+                    ax.plot(best_epoch + 1, values[epochs.index(best_epoch + 1)], "*",
+                            color="tab:red", markersize=14, zorder=3)
+        if best_epoch is not None:
+            ax.axvline(best_epoch + 1, color="tab:red", linestyle=":", alpha=0.8,
+                       label=f"best epoch ({best_epoch + 1})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if epochs:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def validation_scores(dataset: tf.data.Dataset, label_names: Sequence[str], monitor: str,
-                      best: float | None = None, best_file: Path | None = None):
-    """A Keras callback that scores ``dataset`` at the end of every epoch, instead of
-    ``fit(validation_data=...)``.
-
-    It puts ``val_loss``, ``val_accuracy`` and ``val_f1_macro`` into the epoch's logs, so the
-    callbacks after it (ModelCheckpoint, EarlyStopping, TensorBoard, CSVLogger, History) see them,
-    and it keeps the labels and logits of the best epoch by ``monitor`` with ModelCheckpoint's
-    rule (strictly better than ``best``). The final evaluation reuses them rather than making a
-    second pass over the validation split. ``best_file`` records the best value so a resumed
-    run starts from it.
-    """
-    import tf_keras
-
-    better = np.less if monitor_mode(monitor) == "min" else np.greater
-
-    class ValidationScores(tf_keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.best = best
-            self.best_predictions: tuple[np.ndarray, np.ndarray] | None = None
-
-        def on_epoch_end(self, epoch, logs=None):
-            labels, logits = predict_logits(self.model, dataset)
-            metrics = compute_metrics(labels, logits, label_names)
-            logs.update({f"val_{name}": metrics[name] for name in EPOCH_METRICS})
-            current = logs.get(monitor)
-            if current is None or np.isnan(current):  # ModelCheckpoint skips NaN too
-                return
-            if self.best is None or better(current, self.best):
-                self.best, self.best_predictions = current, (labels, logits)
-                if best_file is not None:
-                    best_file.write_text(json.dumps({"monitor": monitor, "value": current,
-                                                     "epoch": epoch}) + "\n")
-
-    return ValidationScores()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def evaluate_split(model, dataset, label_names: Sequence[str], run_dir: Path, split: str,
-                   predictions: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+                   predictions: tuple[np.ndarray, np.ndarray] | None = None,
+                   temperature: float | None = None) -> dict[str, Any]:
     """Metrics of one split, and its confusion matrix plotted into ``run_dir``.
 
     ``predictions`` (labels, logits) already made by this model skip the pass over ``dataset``.
+    With the run's calibration ``temperature``, the metrics also hold the split's ECE and NLL
+    before and after it (``calibration``), and its reliability diagram is plotted too.
     """
     labels, logits = predict_logits(model, dataset) if predictions is None else predictions
     metrics = compute_metrics(labels, logits, label_names)
     suffix = "" if split == "validation" else f"_{split}"
     plot_confusion_matrix(metrics["confusion_matrix"], label_names,
                           run_dir / f"confusion_matrix{suffix}.png", f"Confusion matrix ({split})")
+    if temperature is not None:
+        from tfsent.calibration import (
+            calibration_metrics,
+            plot_reliability_diagram,
+            reliability_diagram_path,
+        )
+
+        metrics["calibration"] = calibration_metrics(labels, logits, temperature)
+        plot_reliability_diagram(labels, logits, temperature,
+                                 reliability_diagram_path(run_dir, split), split)
     return metrics
 
 
@@ -184,22 +192,19 @@ def evaluate_run(run_dir: str | Path, data: str | None = None,
     """Re-evaluate a finished run: on its own validation/test splits, or on ``data``.
 
     ``data`` is any source ``--dataset`` takes; its test split is used when it has one, else all
-    of it. Labels must be among the run's label names.
+    of it. Labels must be among the run's label names. The model computes in float32, and
+    Keras' global precision policy is left as it was.
     """
     from tfsent import data as data_stage
-    from tfsent.config import RunConfig
     from tfsent.features import encode, make_dataset
-    from tfsent.model import load_tokenizer
+    from tfsent.rundir import RunDir
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        fail(f"{run_dir} is not a tfsent run directory (no config.json); "
-             "pass the --output-dir of a fit run")
-    if not (run_dir / "model" / "tf_model.h5").is_file():
-        fail(f"{run_dir}/model has no trained weights; finish `python -m tfsent.fit` first")
-    cfg = RunConfig.load(run_dir / "config.json")
-    tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
-    model = _load_trained(run_dir / "model")
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size {batch_size} must be at least 1")
+    run = RunDir(run_dir).check()
+    cfg = run.config
+    tokenizer = run.load_tokenizer()
+    model = run.load_model()
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     if data is None:
         splits = data_stage.load_splits(cfg.data, cfg.train.seed)
@@ -213,17 +218,11 @@ def evaluate_run(run_dir: str | Path, data: str | None = None,
         encoded = encode(tokenizer, texts.texts, cfg.model.max_length, cfg.model.truncation,
                          texts.labels)
         dataset = make_dataset(encoded, batch_size or cfg.train.eval_batch_size, shuffle=False,
-                               seed=cfg.train.seed, max_length=cfg.model.max_length)
-        results[split] = evaluate_split(model, dataset, label_names, run_dir, split)
+                               seed=cfg.train.seed, bucketing=cfg.train.bucketing,
+                               max_length=cfg.model.max_length)
+        results[split] = evaluate_split(model, dataset, label_names, run.path, split,
+                                        temperature=run.temperature)
     return results
-
-
-def _load_trained(model_dir: Path):
-    import tf_keras
-    from transformers import TFBertForSequenceClassification
-
-    tf_keras.mixed_precision.set_global_policy("float32")
-    return TFBertForSequenceClassification.from_pretrained(model_dir)
 
 
 def format_report(results: dict[str, Any]) -> str:
@@ -233,26 +232,35 @@ def format_report(results: dict[str, Any]) -> str:
             f"{split}: accuracy {m['accuracy']:.4f}  f1_macro {m['f1_macro']:.4f}  "
             f"f1_weighted {m['f1_weighted']:.4f}  loss {m['loss']:.4f}  ({m['examples']} examples)"
         )
+        if "calibration" in m:
+            c = m["calibration"]
+            lines.append(f"{split}: ECE ({c['bins']} bins) {c['ece_before']:.4f} raw, "
+                         f"{c['ece_after']:.4f} at temperature {c['temperature']:.4g}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    require_extra("train", TRAIN_MODULES, "evaluation")
     parser = OneLineArgumentParser(
         prog="python -m tfsent.evaluate",
         description="Re-evaluate a saved tfsent run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--run-dir", required=True, help="Run directory written by tfsent.fit.")
+    parser.add_argument("--run-dir", required=True,
+                        help="Run directory written by python -m tfsent.fit (its --output-dir).")
     parser.add_argument("--data", default=None,
                         help="Labelled data to evaluate (any --dataset source). "
                         "Default: the run's own validation and test splits.")
-    parser.add_argument("--batch-size", type=int, default=None, help="Evaluation batch size.")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="Evaluation batch size. Default: the run's --eval-batch-size.")
     parser.add_argument("--output", default=None, help="Write the metrics JSON here too.")
+    add_verbose_flag(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.verbose)
     results = evaluate_run(args.run_dir, args.data, args.batch_size)
     print(format_report(results))
     if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        write_json_atomic(args.output, results)
     return 0
 
 

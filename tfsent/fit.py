@@ -1,101 +1,210 @@
 """Fit: fine-tune ``TFBertForSequenceClassification`` with Keras ``fit``, end to end.
 
-The whole run reads top to bottom in :func:`fit`: data, tokenizer, features, model (compiled with
-its built-in loss: no ``loss=``), callbacks, ``model.fit``, evaluation, save, optional export.
+The run reads top to bottom in :func:`fit`: data, tokenizer, features, model (compiled with its
+built-in loss: no ``loss=``), callbacks, ``model.fit`` (:func:`train`), then :func:`finish`
+(save the best epoch, evaluate, calibrate, plot, ``metrics.json``) and :func:`export`.
 
     python -m tfsent.fit --config demo                      # offline demo, about a minute on CPU
     python -m tfsent.fit --dataset stanfordnlp/imdb --model bert-base-uncased --mixed-precision auto
     python -m tfsent.fit --dataset reviews.csv --text-column review --label-column stars
 
-A killed run resumes where it stopped when started again with the same ``--output-dir``
-(Keras ``BackupAndRestore``).
+**A killed run is rerun with the same command** and continues where it stopped, whatever the
+moment of the kill; it never trains a finished epoch again, and ends with the epochs and the
+``metrics.json`` of an uninterrupted run:
+
+- during an epoch: Keras ``BackupAndRestore`` restarts at the last backup (the last epoch's end,
+  or the last of every ``--backup-every-steps`` steps). Each epoch's example order and dropout
+  masks are functions of ``(seed, epoch, step)``, so the resumed steps are those the
+  uninterrupted run took (:func:`tfsent.features.make_train_dataset`,
+  :class:`tfsent.callbacks.ReseedDropout`);
+- after the last epoch (``checkpoints/trained.json``), during the save, evaluation, plots: the
+  best epoch's weights and validation predictions are on disk (``checkpoints/``), and
+  :func:`finish` runs again from them;
+- during the export: :func:`export` finishes the version it had started (once), and
+  ``metrics.json`` records it.
+
+The run directory's layout is :class:`tfsent.rundir.RunDir`'s.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import os
 import shutil
 import sys
-import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tfsent.cli import TRAIN_MODULES, configure_logging, require_extra
 from tfsent.config import (
+    CliOptions,
     DataConfig,
     ModelConfig,
     RunConfig,
     TrainConfig,
-    monitor_mode,
     parse_args,
 )
 from tfsent.errors import fail, run_cli
+from tfsent.rundir import RunDir, read_json, write_json_atomic
 
-PRESETS = Path(__file__).parent / "presets"
+if TYPE_CHECKING:
+    from tfsent.data import Splits
 
-
-def prepare_run_dir(cfg: RunConfig) -> tuple[Path, bool]:
-    """The run directory, and whether an interrupted run in it is to be resumed."""
-    run_dir = Path(cfg.train.output_dir)
-    finished = (run_dir / "metrics.json").exists()
-    if finished and not cfg.train.overwrite_output_dir:
-        fail(f"{run_dir} holds a finished run; pass --overwrite-output-dir or another --output-dir")
-    if run_dir.exists() and not run_dir.is_dir():
-        fail(f"--output-dir {run_dir} is a file; pass a directory")
-    backup = run_dir / "backup"
-    return run_dir, not finished and backup.is_dir() and any(backup.iterdir())
+DESCRIPTION = (
+    "Fine-tune BERT for sentiment (TFBertForSequenceClassification, Keras fit), evaluate it, "
+    "and export it for TF Serving (--export-dir). A killed run continues where it stopped when "
+    "rerun with the same command."
+)
+# What fit does in a run directory, decided before anything is read or written (plan_run).
+NEW, RESUME, FINISH, EXPORT = "new", "resume", "finish", "export"
 
 
-def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
-    """Train, evaluate and save one run; return its metrics (also in ``metrics.json``).
+def plan_run(run: RunDir, cfg: RunConfig) -> str:
+    """What :func:`fit` does in ``run``: start a ``new`` run, ``resume`` training, ``finish``
+    a trained run, or ``export`` a finished one; or a one-line error.
+
+    ``--overwrite-output-dir`` replaces a finished run, or an interrupted run that had other
+    options; an interrupted run with the same options (``RunConfig.differences``) is always
+    continued, so rerunning the command that was killed never starts over.
+    """
+    t = cfg.train
+    if run.path.exists() and not run.path.is_dir():
+        fail(f"--output-dir {run.path} is a file; pass a directory")
+    if not (run.started and run.has_tokenizer):
+        return NEW
+    try:
+        changed = cfg.differences(RunConfig.load(run.config_file))
+    except (OSError, ValueError, TypeError):
+        changed = ["config.json"]
+    if run.finished:
+        if not changed and t.export_dir and not run.metrics.get("export"):
+            return EXPORT
+        if t.overwrite_output_dir:
+            return NEW
+        fail(f"{run.path} holds a finished run; pass --overwrite-output-dir or another "
+             "--output-dir")
+    if changed:
+        if t.overwrite_output_dir:
+            return NEW
+        fail(f"{run.path} holds an interrupted run with other options ({', '.join(changed[:4])});"
+             f" resume it with python -m tfsent.fit --config {run.config_file}, or pass "
+             "--overwrite-output-dir to start over")
+    return FINISH if run.trained else RESUME
+
+
+def fit(cfg: RunConfig, extra_callbacks: list | None = None,
+        evaluate_test: bool = True) -> dict[str, Any]:
+    """Train, evaluate and save one run (or continue an interrupted one); return its metrics
+    (also in ``metrics.json``).
 
     ``extra_callbacks`` are Keras callbacks added to tfsent's own (e.g. to watch or stop a run).
+    ``evaluate_test=False`` never scores the test split (tune's trials rank on validation only).
     """
     import tf_keras
 
     from tfsent.data import load_splits
-    from tfsent.evaluate import evaluate_split, plot_training_curves, validation_scores
-    from tfsent.features import encode, make_dataset
+    from tfsent.model import TINY, build_tiny_tokenizer, load_tokenizer
+
+    cfg.check()
+    run = RunDir(cfg.train.output_dir)
+    action = plan_run(run, cfg)
+    if action == EXPORT:
+        return export(run, cfg, run.metrics)
+
+    tf_keras.utils.set_random_seed(cfg.train.seed)
+    # Data and tokenizer first: bad input fails here, before anything is written.
+    splits = load_splits(cfg.data, cfg.train.seed)
+    m = cfg.model
+    if action != NEW:
+        tokenizer = run.load_tokenizer()  # a trained tiny vocabulary is not trained again
+    elif m.model == TINY and m.tokenizer is None:
+        tokenizer = build_tiny_tokenizer(splits.train.texts, m.tiny_vocab_size)
+    else:
+        tokenizer = load_tokenizer(m.tokenizer or m.model)
+    if action in (NEW, RESUME):
+        train(run, cfg, splits, tokenizer, new=action == NEW, extra_callbacks=extra_callbacks)
+    metrics = finish(run, cfg, splits, tokenizer, evaluate_test)
+    return export(run, cfg, metrics)
+
+
+def start_run(run: RunDir, cfg: RunConfig, tokenizer) -> None:
+    """Write a new run's ``config.json`` (which marks the folder as a tfsent run), then its
+    tokenizer (whose presence marks a started run: see :func:`plan_run`)."""
+    if run.started:
+        run.clear()  # a finished run being replaced, or a run killed before its tokenizer
+    for name in ("tokenizer", "checkpoints"):
+        if (run.path / name).exists():  # a folder that is not a tfsent run: leave it alone
+            fail(f"--output-dir {run.path} holds a {name}/ folder but no tfsent run; pass a "
+                 "new or empty folder")
+    run.path.mkdir(parents=True, exist_ok=True)
+    cfg.save(run.config_file)
+    run.checkpoints_dir.mkdir()
+    staging = run.path / f".tokenizer.tmp-{os.getpid()}"
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, run.tokenizer_dir)
+
+
+def resume_point(run: RunDir, steps_per_epoch: int, every_steps: int | None) -> tuple[int, int]:
+    """``(epoch, step)``, from 0, where Keras' ``BackupAndRestore`` will resume (its rule in
+    ``WorkerTrainingState.maybe_load_initial_counters_from_ckpt``), read from the backup."""
+    counters = run.backup_counters()
+    if counters is None:
+        return 0, 0
+    epoch, batch = counters
+    if not every_steps:
+        return (epoch + 1, 0) if epoch >= 0 else (0, 0)
+    if batch < 0:
+        return 0, 0
+    return (epoch + 1, 0) if batch == steps_per_epoch - 1 else (epoch, batch + 1)
+
+
+def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
+          extra_callbacks: list | None = None) -> None:
+    """Train (or go on training) until every epoch is done or early stopping ends it; then
+    ``checkpoints/trained.json`` says so and the backup goes."""
+    import tf_keras
+
+    from tfsent.callbacks import (
+        Backup,
+        EpochSeconds,
+        ExpectStart,
+        Prune,
+        ReseedDropout,
+        ValidationScores,
+        keep_best_files_of,
+        save_epoch_files,
+    )
+    from tfsent.evaluate import predict_logits
+    from tfsent.features import count_batches, encode, make_dataset, make_train_dataset
     from tfsent.model import (
-        TINY,
         build_model,
-        build_tiny_tokenizer,
-        load_tokenizer,
+        generator_dropout,
         make_optimizer,
         make_strategy,
         precision_policy,
         resolve_precision,
     )
 
-    run_dir, resuming = prepare_run_dir(cfg)
-    tf_keras.utils.set_random_seed(cfg.train.seed)
-
-    # Data and tokenizer first: bad input fails here, before anything is written.
-    splits = load_splits(cfg.data, cfg.train.seed)
-    if resuming and (run_dir / "tokenizer").is_dir():
-        tokenizer = load_tokenizer(str(run_dir / "tokenizer"))  # a tiny vocab is not retrained
-    elif cfg.model.model == TINY and cfg.model.tokenizer is None:
-        tokenizer = build_tiny_tokenizer(splits.train.texts, cfg.model.tiny_vocab_size)
-    else:
-        tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.model)
-
-    m = cfg.model
-    train = encode(tokenizer, splits.train.texts, m.max_length, m.truncation, splits.train.labels)
-    valid = encode(tokenizer, splits.validation.texts, m.max_length, m.truncation,
-                   splits.validation.labels)
-    t = cfg.train
-    train_ds = make_dataset(train, t.batch_size, shuffle=True, seed=t.seed, bucketing=t.bucketing,
-                            pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length,
-                            shuffle_buffer=t.shuffle_buffer)
-    valid_ds = make_dataset(valid, t.eval_batch_size, shuffle=False, seed=t.seed,
+    m, t = cfg.model, cfg.train
+    train_rows = encode(tokenizer, splits.train.texts, m.max_length, m.truncation,
+                        splits.train.labels)
+    valid_rows = encode(tokenizer, splits.validation.texts, m.max_length, m.truncation,
+                        splits.validation.labels)
+    valid_ds = make_dataset(valid_rows, t.eval_batch_size, shuffle=False, seed=t.seed,
                             bucketing=t.bucketing, pad_to_bucket_boundary=t.jit_compile,
                             max_length=m.max_length)
-
+    steps = count_batches(train_rows.lengths, t.batch_size, bucketing=t.bucketing,
+                          max_length=m.max_length)
     policy = resolve_precision(t.mixed_precision)
-    with precision_policy(policy), make_strategy(t.strategy).scope():
+    strategy = make_strategy(t.strategy)
+    # Seeded dropout needs one generator per layer: fine on one device; under several
+    # replicas Keras' own dropout stays (a resumed run is then not bit for bit the same).
+    seeded = strategy.num_replicas_in_sync == 1
+    with precision_policy(policy), strategy.scope(), (
+            generator_dropout() if seeded else nullcontext()):
         model = build_model(m.model, splits.label_names, tokenizer)
-        steps = math.ceil(len(train) / t.batch_size) * t.epochs
-        optimizer = make_optimizer(t.learning_rate, steps, t.warmup_ratio, t.weight_decay)
+        optimizer = make_optimizer(t.learning_rate, steps * t.epochs, t.warmup_ratio,
+                                   t.weight_decay)
         # No loss= : the model's built-in loss (hf_compute_loss) trains it.
         model.compile(
             optimizer=optimizer,
@@ -103,105 +212,215 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
             jit_compile=t.jit_compile,
         )
         # The model loaded, so the input is good: only now is anything written.
-        if (run_dir / "metrics.json").exists():  # --overwrite-output-dir
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(run_dir / "config.json")
-        tokenizer.save_pretrained(run_dir / "tokenizer")
-        best_weights = run_dir / "checkpoints" / "best.weights.h5"
-        best_weights.parent.mkdir(exist_ok=True)
-        best_file = run_dir / "checkpoints" / "best.json"
-        # A resumed run keeps the best score of the epochs before the interrupt (Keras'
-        # ModelCheckpoint would start again from nothing and overwrite the best weights).
-        best = (json.loads(best_file.read_text())["value"]
-                if resuming and best_weights.exists() and best_file.exists() else None)
-        mode = monitor_mode(t.monitor)
-        scores = validation_scores(valid_ds, splits.label_names, t.monitor, best, best_file)
-        callbacks = [
-            scores,  # first: it adds the val_ metrics the callbacks after it read
-            tf_keras.callbacks.BackupAndRestore(
-                str(run_dir / "backup"), save_freq=t.backup_every_steps or "epoch"
-            ),
-            tf_keras.callbacks.ModelCheckpoint(str(best_weights), monitor=t.monitor, mode=mode,
-                                               save_best_only=True, save_weights_only=True,
-                                               initial_value_threshold=best),
-            tf_keras.callbacks.TensorBoard(str(run_dir / "logs")),
-            tf_keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        ]
-        if t.early_stopping_patience is not None:
-            callbacks.append(tf_keras.callbacks.EarlyStopping(
-                monitor=t.monitor, mode=mode, patience=t.early_stopping_patience))
-        callbacks += extra_callbacks or []
-        if t.verbose:  # Keras would put its progress bar first, before the val_ metrics exist
-            callbacks.append(tf_keras.callbacks.ProgbarLogger(count_mode="steps"))
+        if new:
+            start_run(run, cfg, tokenizer)
+        run.checkpoints_dir.mkdir(exist_ok=True)
+        start_epoch, start_step = resume_point(run, steps, t.backup_every_steps)
+        # What an epoch wrote before a kill kept its backup from being written is redone.
+        best = keep_best_files_of(run, start_epoch)
+        run.trim_history(start_epoch)
+        if start_epoch == 0 and start_step == 0:
+            shutil.rmtree(run.logs_dir, ignore_errors=True)
+        stop = t.early_stopping_patience
+        over = start_epoch >= t.epochs or (
+            stop is not None and best is not None and start_epoch - best["epoch"] >= stop)
+        if not over:
+            if start_epoch or start_step:
+                _say(t, f"resuming at epoch {start_epoch + 1} of {t.epochs}"
+                     + (f", step {start_step + 1} of {steps}" if start_step else ""))
+            train_ds, _ = make_train_dataset(
+                train_rows, t.batch_size, seed=t.seed, epochs=t.epochs,
+                start_epoch=start_epoch, start_step=start_step, bucketing=t.bucketing,
+                pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length)
+            scores = ValidationScores(run, valid_ds, splits.label_names, t.monitor, best,
+                                      patience=stop)
+            callbacks = [scores]  # first: it adds the val_ metrics the callbacks after it read
+            if t.progress:  # after scores: the bar's epoch line shows the val_ metrics
+                callbacks.append(tf_keras.callbacks.ProgbarLogger(count_mode="steps"))
+            callbacks += [
+                EpochSeconds(),
+                tf_keras.callbacks.CSVLogger(str(run.history_csv), append=True),
+                tf_keras.callbacks.TensorBoard(str(run.logs_dir)),
+                Backup(str(run.backup_dir), t.backup_every_steps),
+                Prune(run),  # after the backup: only then may the previous best go
+                ExpectStart(start_epoch, start_step),
+            ]
+            if seeded:
+                callbacks.append(ReseedDropout(t.seed))
+            callbacks += extra_callbacks or []
+            model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps,
+                      initial_epoch=start_epoch, callbacks=callbacks, verbose=t.progress)
+            best = scores.best
+            start_epoch = scores.last_epoch or start_epoch
+        if best is None:  # every epoch's monitored value was NaN: keep the last weights
+            labels, logits = predict_logits(model, valid_ds)
+            save_epoch_files(model, run, start_epoch, labels, logits)
+            best = {"epoch": start_epoch, "monitor": t.monitor, "value": float("nan"),
+                    "val_loss": None}
+            write_json_atomic(run.best_file, {**best, "previous": None})
+    write_json_atomic(run.trained_file, {"epochs": start_epoch, "planned_epochs": t.epochs,
+                                         "steps_per_epoch": steps, "precision_policy": policy,
+                                         "train_examples": len(splits.train)})
+    shutil.rmtree(run.backup_dir, ignore_errors=True)
+    del model
+    tf_keras.backend.clear_session()
 
-        started = time.perf_counter()
-        history = model.fit(train_ds, epochs=t.epochs, callbacks=callbacks, verbose=t.verbose)
-        seconds = time.perf_counter() - started
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # Keras leaves the empty folder
 
-    if best_weights.exists():
-        model.load_weights(str(best_weights))
-    model.save_pretrained(run_dir / "model")
+def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
+           evaluate_test: bool = True) -> dict[str, Any]:
+    """Save the best epoch as ``model/``, evaluate it, calibrate, plot, write ``metrics.json``.
 
-    # The best epoch's predictions are those of the weights just loaded. None when no epoch
-    # since a resume beat the best before it: then the validation split is scored again.
-    predictions = scores.best_predictions
+    Every step works from files (the best epoch's weights and validation predictions in
+    ``checkpoints/``), so a rerun after a kill anywhere in here gives the same metrics.json.
+    """
+    import tf_keras
+
+    from tfsent.callbacks import load_predictions
+    from tfsent.evaluate import evaluate_split, plot_training_curves
+    from tfsent.features import encode, make_dataset
+    from tfsent.model import build_model
+    from tfsent.rundir import float32_policy
+
+    m, t = cfg.model, cfg.train
+    trained, best = run.trained, run.best
+    if not run.has_model:
+        with float32_policy():
+            model = build_model(m.model, splits.label_names, tokenizer)
+            model.load_weights(str(run.epoch_weights(best["epoch"])))
+            staging = run.path / f".model.tmp-{os.getpid()}"
+            model.save_pretrained(staging)
+            shutil.rmtree(run.model_dir, ignore_errors=True)
+            os.replace(staging, run.model_dir)
+        del model
+        tf_keras.backend.clear_session()
+    _say(t, f"restored epoch {best['epoch']} of {trained['epochs']} "
+         f"({best['monitor']} {best['value']:.4f}"
+         + (f", val_loss {best['val_loss']:.4f})" if best["monitor"] != "val_loss"
+            and best["val_loss"] is not None else ")"))
+
+    model = run.load_model()  # float32: the model that evaluate and export load
+    history = run.history_rows()
+    seconds = sum(float(r.get("seconds") or 0) for r in history)
     metrics: dict[str, Any] = {
-        "validation": evaluate_split(model, valid_ds, splits.label_names, run_dir, "validation",
-                                     predictions),
+        "best_epoch": best["epoch"],  # from 1, as Keras prints "Epoch 3/4"
+        "epochs": trained["epochs"],
+        "monitor": best["monitor"],
         "train_seconds": seconds,
-        "train_examples_per_second": len(train) * len(history.epoch) / seconds,
-        "precision_policy": policy,
+        "train_examples_per_second": (trained["train_examples"] * len(history) / seconds
+                                      if seconds else None),
+        "precision_policy": trained["precision_policy"],
     }
-    if splits.test is not None:
+    # The best epoch's validation predictions, made while it trained: no second pass.
+    labels, logits = load_predictions(run, best["epoch"])
+    metrics["validation"] = evaluate_split(model, None, splits.label_names, run.path,
+                                           "validation", (labels, logits))
+    # Calibration plugs in here, on the best epoch's validation predictions: temperature
+    # scaling (T = 1 with --calibration none); the export divides the serving graph's logits
+    # by it.
+    from tfsent.calibration import calibrate_run
+
+    metrics["calibration"] = calibrate_run(run.path, labels, logits, t.calibration)
+    temperature = metrics["calibration"]["temperature"]
+    if evaluate_test and splits.test is not None:
         test = encode(tokenizer, splits.test.texts, m.max_length, m.truncation, splits.test.labels)
         test_ds = make_dataset(test, t.eval_batch_size, shuffle=False, seed=t.seed,
                                bucketing=t.bucketing, max_length=m.max_length)
-        metrics["test"] = evaluate_split(model, test_ds, splits.label_names, run_dir, "test")
-    plot_training_curves(run_dir / "history.csv", run_dir / "training_curves.png")
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        metrics["test"] = evaluate_split(model, test_ds, splits.label_names, run.path, "test",
+                                         temperature=temperature)
+    plot_training_curves(run.history_csv, run.training_curves_png,
+                         best_epoch=best["epoch"] - 1)  # it counts from 0, as history.csv
+    write_json_atomic(run.metrics_file, metrics)
+    _write_card(run)
+    del model
     tf_keras.backend.clear_session()
-
-    if t.export_dir:
-        from tfsent.export import export_run
-
-        metrics["export"] = str(export_run(run_dir, t.export_dir, t.model_name))
     return metrics
 
 
+def export(run: RunDir, cfg: RunConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Export the finished run to ``--export-dir`` once: a rerun after a kill during the export
+    finishes the version it had started (``checkpoints/export.json``) instead of adding one."""
+    t = cfg.train
+    if not t.export_dir or metrics.get("export"):
+        return metrics
+    from tfsent.export import export_run
+    from tfsent.versions import scan_versions
+
+    base = Path(t.export_dir) / t.model_name
+    marker = read_json(run.export_marker) or {}
+    version = marker.get("version") if marker.get("base") == str(base.resolve()) else None
+    path = None
+    if version is not None and (base / str(version) / "saved_model.pb").is_file():
+        path = base / str(version)  # renamed into place just before the kill
+    if path is None:  # (export_run removes the staging folder a killed export left)
+        versions = scan_versions(base) or {}
+        if version is None or version in versions:
+            version = max(versions, default=0) + 1
+        write_json_atomic(run.export_marker, {"base": str(base.resolve()), "version": version})
+        path = export_run(run.path, t.export_dir, t.model_name, version)
+    metrics["export"] = str(path)
+    write_json_atomic(run.metrics_file, metrics)
+    run.export_marker.unlink(missing_ok=True)
+    _write_card(run)
+    return metrics
+
+
+def _write_card(run: RunDir) -> None:
+    from tfsent.card import write_model_card
+
+    write_model_card(run)  # README.md: the folder is a Hub model repo
+
+
+def _say(t: TrainConfig, line: str) -> None:
+    if t.progress:
+        print(line, flush=True)
+
+
+def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
+    """The lines a finished ``python -m tfsent.fit`` ends with: results, files, next commands."""
+    run = RunDir(cfg.train.output_dir)
+    lines = []
+    for split in ("validation", "test"):
+        if split in metrics:
+            s = metrics[split]
+            lines.append(f"{split + ':':12}accuracy {s['accuracy']:.4f}, macro F1 "
+                         f"{s['f1_macro']:.4f} ({s['examples']:,} reviews)")
+    plots = ", ".join(p.name for p in run.plots())
+    lines.append(f"{'run:':12}{run.path}/  metrics.json; {plots}")
+    export_path = metrics.get("export")
+    if export_path:
+        base = Path(export_path).parent
+        lines.append(f"{'export:':12}{export_path}")
+        lines.append(f"{'next:':12}python -m tfsent.predict --saved-model {base} "
+                     '"a wonderful, moving film"')
+        lines.append(f"{'':12}python -m tfsent.serve --model_name={base.name} "
+                     f"--model_base_path={base}")
+    else:
+        lines.append(f"{'next:':12}python -m tfsent.export --run-dir {run.path} "
+                     f"--export-dir exported --model-name {cfg.train.model_name}")
+        lines.append(f"{'':12}python -m tfsent.evaluate --run-dir {run.path}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    argv = _expand_preset(argv)
-    data_cfg, model_cfg, train_cfg = parse_args(
-        (DataConfig, ModelConfig, TrainConfig),
-        "Fine-tune BERT for sentiment (TFBertForSequenceClassification, Keras fit).",
-        argv,
-        prog="python -m tfsent.fit",
+    require_extra("train", TRAIN_MODULES, "training")
+    from tfsent.config import HubConfig
+    from tfsent.push import check_repo_id, push_run
+
+    data_cfg, model_cfg, train_cfg, hub_cfg, options = parse_args(
+        (DataConfig, ModelConfig, TrainConfig, HubConfig, CliOptions), DESCRIPTION,
+        list(sys.argv[1:] if argv is None else argv), prog="python -m tfsent.fit",
     )
-    cfg = RunConfig(data_cfg, model_cfg, train_cfg)
+    configure_logging(options.verbose)
+    cfg = RunConfig(data_cfg, model_cfg, train_cfg).check()
+    if hub_cfg.push_to_hub:
+        check_repo_id(hub_cfg.push_to_hub)  # before training, not after
     metrics = fit(cfg)
-    v = metrics["validation"]
-    print(f"validation accuracy {v['accuracy']:.4f}, macro F1 {v['f1_macro']:.4f} "
-          f"({v['examples']} examples); run saved in {cfg.train.output_dir}")
-    if "test" in metrics:
-        print(f"test accuracy {metrics['test']['accuracy']:.4f}")
-    if "export" in metrics:
-        print(f"exported {metrics['export']}")
+    print(summary(cfg, metrics))
+    if hub_cfg.push_to_hub:
+        url = push_run(cfg.train.output_dir, hub_cfg.push_to_hub, token=hub_cfg.hub_token,
+                       private=hub_cfg.hub_private, saved_model=metrics.get("export"))
+        print(f"{'pushed:':12}{url}")
     return 0
-
-
-def _expand_preset(argv: list[str]) -> list[str]:
-    """``--config demo`` names a preset shipped in ``tfsent/presets/``."""
-    for i, arg in enumerate(argv):
-        value = None
-        if arg == "--config" and i + 1 < len(argv):
-            value, where = argv[i + 1], i + 1
-        elif arg.startswith("--config="):
-            value, where = arg.split("=", 1)[1], i
-        if value is not None and not Path(value).exists() and (PRESETS / f"{value}.yaml").is_file():
-            argv[where] = ("--config=" if where == i else "") + str(PRESETS / f"{value}.yaml")
-    return argv
 
 
 if __name__ == "__main__":

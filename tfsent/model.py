@@ -1,10 +1,13 @@
 """Model: tokenizer and ``TFBertForSequenceClassification``, from the Hub, a folder or a config.
 
-Three ways to get weights, one function each::
+Three ways to get weights, one function each:
 
-    >>> from tfsent.model import build_tiny_tokenizer, build_model  # doctest: +SKIP
-    >>> tok = build_tiny_tokenizer(["a good film", "a bad film"], vocab_size=100)  # doctest: +SKIP
-    >>> model = build_model("tiny", ["negative", "positive"], tok)  # doctest: +SKIP
+    >>> tok = build_tiny_tokenizer(["A good film.", "A bad film.", "Good, not bad!"])
+    >>> tok.tokenize("a GOOD film, a goodbad one.")  # "one": "e" is in no text
+    ['a', 'good', 'film', ',', 'a', 'good', '##b', '##a', '##d', '[UNK]', '.']
+    >>> model = build_model("tiny", ["negative", "positive"], tok)
+    >>> model.config.num_labels, model.config.id2label[1]
+    (2, 'positive')
 
 - a Hub id or a folder of TF weights (``tf_model.h5``): ``from_pretrained``;
 - a folder holding PyTorch weights (``model.safetensors``, e.g. sentence-transformers' MiniLM):
@@ -52,17 +55,38 @@ def tiny_bert_config(vocab_size: int, **overrides):
 
 
 def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    """Train a lowercase WordPiece vocabulary on ``texts``; return it as a ``BertTokenizerFast``."""
-    from tokenizers import BertWordPieceTokenizer
+    """A lowercase BERT WordPiece tokenizer (``BertTokenizerFast``) with a vocabulary built from
+    ``texts``: the special tokens, every character they hold (alone and as a ``##``
+    continuation, so no text becomes ``[UNK]``), then their most frequent words, ties in
+    alphabetical order, up to ``vocab_size`` entries. Words not in it split into characters.
+
+    The same texts give the same vocabulary in every process, so a run and its rerun, the demo
+    and the tests reproduce their numbers (the ``tokenizers`` WordPiece trainer breaks ties
+    between equally frequent pieces in hash order, which changes from process to process).
+    """
+    from collections import Counter
+
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
     from transformers import BertTokenizerFast
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True)
-    wordpiece.train_from_iterator(
-        texts, vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS
-    )
+    normalizer, splitter = BertNormalizer(lowercase=True), BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+    characters = sorted({c for word in counts for c in word})
+    vocab = list(dict.fromkeys([*SPECIAL_TOKENS, *characters, *(f"##{c}" for c in characters)]))
+    known = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
     with tempfile.TemporaryDirectory() as tmp:
-        wordpiece.save_model(tmp)  # writes vocab.txt, the format BERT tokenizers load
-        return BertTokenizerFast(vocab_file=os.path.join(tmp, "vocab.txt"), do_lower_case=True)
+        vocab_file = Path(tmp) / "vocab.txt"  # the format BERT tokenizers load
+        vocab_file.write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
+        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
@@ -208,6 +232,24 @@ def precision_policy(name: str) -> Iterator[None]:
         yield
     finally:
         tf_keras.mixed_precision.set_global_policy("float32")
+
+
+@contextlib.contextmanager
+def generator_dropout() -> Iterator[None]:
+    """Models built in this block draw their dropout masks from ``tf.random.Generator`` objects
+    (Keras' ``enable_tf_random_generator``), whose state a callback can set before each step
+    (:class:`tfsent.callbacks.ReseedDropout`); Keras' default TF1 random ops keep theirs out of
+    reach. The layers' weights, and so the saved models, are the same either way."""
+    import tf_keras
+
+    experimental = tf_keras.backend.experimental
+    was_enabled = experimental.is_tf_random_generator_enabled()
+    experimental.enable_tf_random_generator()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            experimental.disable_tf_random_generator()
 
 
 def _check_local(name_or_path: str, what: str) -> None:

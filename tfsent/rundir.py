@@ -5,23 +5,36 @@
     runs/demo/
       config.json            resolved options (RunConfig): reproduce with fit --config
       tokenizer/             the tokenizer (save_pretrained)
-      checkpoints/           best.weights.h5 + best.json (the monitored best epoch)
-      backup/                Keras BackupAndRestore state while a fit runs (gone once it ends)
+      checkpoints/           best.json (the best epoch by --monitor, ties by val_loss) and that
+                             epoch's epoch-<N>.weights.h5 + epoch-<N>.predictions.npz;
+                             trained.json once training is over; export.json while fit exports
+      backup/                Keras BackupAndRestore state while a fit trains (gone once it ends)
       model/                 the trained weights (save_pretrained; best validation epoch)
       history.csv  logs/     per-epoch metrics (CSV) and TensorBoard logs
-      metrics.json           validation (and test) metrics; written last, so it marks a finished run
-      confusion_matrix.png  training_curves.png
+      metrics.json           validation (and test) metrics, best epoch, calibration, export
+      confusion_matrix.png  confusion_matrix_test.png  training_curves.png  reliability_diagram.png
+      README.md              the model card (tfsent.card)
+
+Epochs are numbered from 1, as Keras prints them ("Epoch 3/4"), everywhere except
+``history.csv``'s ``epoch`` column, which Keras' CSVLogger counts from 0.
+
+Every file a rerun reads to decide where to continue is written atomically (a temporary file,
+then ``os.replace``), so a run killed at any moment leaves the old version or the new one.
 
     >>> run = RunDir("runs/demo")
-    >>> run.metrics_file.name, run.best_weights.relative_to(run.path).as_posix()
-    ('metrics.json', 'checkpoints/best.weights.h5')
+    >>> run.metrics_file.name, run.epoch_weights(3).relative_to(run.path).as_posix()
+    ('metrics.json', 'checkpoints/epoch-003.weights.h5')
     >>> run.finished
     False
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,10 +51,38 @@ if TYPE_CHECKING:
 WEIGHT_FILES = ("tf_model.h5",)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 FIT_HINT = "pass the --output-dir of a finished python -m tfsent.fit run"
+# What fit writes; clear() removes exactly these, never other files of the folder.
+_RUN_ENTRIES = ("config.json", "tokenizer", "checkpoints", "backup", "model", "history.csv",
+                "logs", "metrics.json", "README.md")
+_RUN_PLOTS = ("confusion_matrix*.png", "training_curves.png", "reliability_diagram*.png")
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers (and a rerun after a kill) see the old file
+    or the whole new one, never a part: a sibling temporary file, then ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: str | Path, value: Any) -> None:
+    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's value, or None when it is missing (or, from a foreign tool, unreadable)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 class RunDir:
-    """Paths and loaders of one run (see the module docstring for the layout)."""
+    """Paths, state and loaders of one run (see the module docstring for the layout)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -67,12 +108,27 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
-    def best_weights(self) -> Path:
-        return self.checkpoints_dir / "best.weights.h5"
-
-    @property
     def best_file(self) -> Path:
         return self.checkpoints_dir / "best.json"
+
+    def epoch_weights(self, epoch: int) -> Path:
+        """The weights saved at the end of ``epoch`` (from 1), when it was the best so far."""
+        return self.checkpoints_dir / f"epoch-{epoch:03d}.weights.h5"
+
+    def epoch_predictions(self, epoch: int) -> Path:
+        """Validation labels and logits of ``epoch`` (from 1): the final validation metrics and
+        the calibration are computed from the best epoch's, with no second pass."""
+        return self.checkpoints_dir / f"epoch-{epoch:03d}.predictions.npz"
+
+    @property
+    def trained_file(self) -> Path:
+        """Written when training is over: a rerun goes straight to evaluate, save and export."""
+        return self.checkpoints_dir / "trained.json"
+
+    @property
+    def export_marker(self) -> Path:
+        """The version fit is exporting, so a rerun after a kill exports it once, not twice."""
+        return self.checkpoints_dir / "export.json"
 
     @property
     def backup_dir(self) -> Path:
@@ -98,11 +154,32 @@ class RunDir:
         suffix = "" if split == "validation" else f"_{split}"
         return self.path / f"confusion_matrix{suffix}.png"
 
+    def plots(self) -> list[Path]:
+        """The run's PNG plots, sorted by name."""
+        return sorted(p for pattern in _RUN_PLOTS for p in self.path.glob(pattern))
+
     # -- state --------------------------------------------------------------------------------
     @property
+    def started(self) -> bool:
+        """``config.json`` is written after the tokenizer: its presence marks a started run."""
+        return self.config_file.is_file()
+
+    @property
     def finished(self) -> bool:
-        """``metrics.json`` is written last: its presence marks a finished run."""
+        """Trained, saved and evaluated: ``metrics.json`` exists (an export may be pending)."""
         return self.metrics_file.is_file()
+
+    @property
+    def trained(self) -> dict[str, Any] | None:
+        """``checkpoints/trained.json`` ({"epochs": N, ...}), or None while training is not over."""
+        return read_json(self.trained_file)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """``checkpoints/best.json``: ``{"epoch", "monitor", "value", "val_loss"}`` of the best
+        epoch so far, and ``previous``, the best before it (kept until the backup of the
+        epoch that beat it is written, so a rerun can fall back to it), or None."""
+        return read_json(self.best_file)
 
     @property
     def has_model(self) -> bool:
@@ -113,6 +190,57 @@ class RunDir:
     @property
     def has_tokenizer(self) -> bool:
         return any((self.tokenizer_dir / f).is_file() for f in TOKENIZER_FILES)
+
+    def backup_counters(self) -> tuple[int, int] | None:
+        """``(epoch, batch)`` of the newest Keras ``BackupAndRestore`` checkpoint (epoch from 0,
+        batch -1 when it was saved at an epoch's end in ``"epoch"`` mode), or None."""
+        import tensorflow as tf
+
+        chief = self.backup_dir / "chief"
+        latest = tf.train.latest_checkpoint(str(chief)) if chief.is_dir() else None
+        if latest is None:
+            return None
+        reader = tf.train.load_checkpoint(latest)
+        value = "/.ATTRIBUTES/VARIABLE_VALUE"
+        return (int(reader.get_tensor("ckpt_saved_epoch" + value)),
+                int(reader.get_tensor("ckpt_saved_batch" + value)))
+
+    def history_rows(self) -> list[dict[str, str]]:
+        """``history.csv``'s complete rows (a row cut short by a kill is left out)."""
+        try:
+            text = self.history_csv.read_text(encoding="utf-8")
+        except OSError:
+            return []
+        rows = list(csv.DictReader(io.StringIO(text)))
+        return [r for r in rows if None not in r and all(v not in (None, "") for v in r.values())]
+
+    def trim_history(self, epochs: int) -> None:
+        """Keep the rows of the first ``epochs`` epochs of ``history.csv``: the rows of an epoch
+        whose backup a kill prevented are written again when it is trained again."""
+        rows = [r for r in self.history_rows() if int(float(r["epoch"])) < epochs]
+        if not rows:
+            self.history_csv.unlink(missing_ok=True)
+            return
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(self.history_csv, out.getvalue())
+
+    def clear(self) -> None:
+        """Remove everything fit writes (and nothing else the folder holds). Only for a folder
+        that holds a run (``started``): ``README.md`` or ``logs/`` of another folder are not
+        fit's to remove."""
+        for name in _RUN_ENTRIES:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+        for plot in self.plots():
+            plot.unlink()
+        for leftover in self.path.glob(".*.tmp-*"):  # of a kill during an atomic write
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
 
     def check(self) -> RunDir:
         """``self`` if it holds a trained run (config, model, tokenizer), else a one-line error."""

@@ -1,0 +1,126 @@
+"""What every tfsent command line shares: quiet logs unless ``--verbose``, the extras check, and
+one-line errors (:func:`tfsent.errors.run_cli`).
+
+A CLI's ``main`` checks its extra, parses its arguments, then calls :func:`configure_logging`
+before anything imports TensorFlow (TensorFlow's C++ logging reads its level once, on import)::
+
+    def main(argv=None):
+        require_extra("train", TRAIN_MODULES, "training")
+        parser = OneLineArgumentParser(prog="python -m tfsent.x")
+        add_verbose_flag(parser)
+        args = parser.parse_args(argv)
+        configure_logging(args.verbose)
+        ...
+
+    if __name__ == "__main__":
+        sys.exit(run_cli(main))
+
+This module imports nothing heavy: the client-only install (no TensorFlow) uses it too.
+
+    >>> parse_bool("yes"), parse_bool("0")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from tfsent.errors import fail
+
+# What ``pip install 'tfsent[train]'`` adds and a command that trains or evaluates imports.
+TRAIN_MODULES: tuple[str, ...] = ("tensorflow", "tf_keras", "transformers", "sklearn")
+VERBOSE_HELP = (
+    "Show the log messages of TensorFlow, absl, Hugging Face and Keras (hidden by default; "
+    "errors of tfsent itself are always shown)."
+)
+_TRUE = {"yes", "true", "t", "y", "1", "on"}
+_FALSE = {"no", "false", "f", "n", "0", "off"}
+# Python-level messages every run printed although nothing is wrong (issue 12 §3).
+_NOISE_WARNINGS = (
+    r"`seed_generator` is deprecated",  # transformers' TF generation mixin, on every model build
+)
+
+
+def parse_bool(text: str | bool) -> bool:
+    """``argparse`` type of a boolean flag: yes/no, true/false, 1/0, on/off."""
+    if isinstance(text, bool):
+        return text
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser, help_text: str = VERBOSE_HELP) -> None:
+    """``--verbose``: log messages of the libraries (a plain switch, so that it never takes a
+    positional argument after it for its value)."""
+    parser.add_argument("--verbose", action="store_true", help=help_text)
+
+
+def require_extra(extra: str, modules: Sequence[str] = TRAIN_MODULES,
+                  what: str = "this command") -> None:
+    """A one-line error naming the pip extra when one of ``modules`` is not installed.
+
+    >>> require_extra("train", ["json"], "training")
+    >>> require_extra("train", ["no_such_module_xyz"], "training")
+    Traceback (most recent call last):
+    ...
+    tfsent.errors.UserError: training needs the train extra: pip install 'tfsent[train]'
+    """
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            fail(f"{what} needs the {extra} extra: pip install 'tfsent[{extra}]'")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Hide the libraries' start-up chatter (unless ``verbose``); call before TensorFlow loads.
+
+    Hidden by default: TensorFlow's C++ log (the oneDNN notice, CUDA probing, ``E0000 ...
+    cuInit``, the AVX-512 note, absl's "before InitializeLog" line), the Python loggers of
+    TensorFlow, absl and Hugging Face (transformers' "TensorFlow and JAX classes are
+    deprecated", "All model checkpoint layers were used ...", datasets' notes), and Keras'
+    ``seed_generator`` deprecation warning. Keras' progress bars are output, not logs: they stay.
+    With ``verbose``, every library logs at its own default level again.
+    """
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        for name in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
+            os.environ.pop(name, None)
+        for name in ("tensorflow", "absl", "transformers", "datasets", "tf_keras"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_warning()
+        return
+    # 3 hides TensorFlow's C++ INFO, WARNING and ERROR lines (FATAL still shows); on this
+    # stack every ERROR line at start-up is a probe for hardware that is simply absent.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["GRPC_VERBOSITY"] = "NONE"  # gRPC's C core: fork and DNS notes
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # read when transformers is first imported
+    os.environ["DATASETS_VERBOSITY"] = "error"
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("tensorflow", "absl", "transformers", "datasets", "tf_keras", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported: its logger level was set then
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    for pattern in _NOISE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    # protobuf 6.x warns about every module generated for 5.x (TensorFlow 2.20's own and the
+    # client's); they work, and the warning is for their developers, not for this user.
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module="google.protobuf.runtime_version")
