@@ -43,9 +43,23 @@ def _accuracy(r: dict[str, Any]) -> str:
     published = ", ".join(f"{p['model'].split(',')[0]} {100 * p['imdb_test_accuracy']:.1f}%"
                           for p in r["published"])
     epochs = r["settings"]["fit_config"]["train"]["epochs"]
+    c = r.get("calibration")  # results recorded before calibration have none
+    ece = (f"; ECE {100 * c['ece_before']:.1f}% raw, {100 * c['ece_after']:.1f}% at T = "
+           f"{c['temperature']:.2f}" if c else "")
     return (f"**{100 * v['accuracy']:.1f}%** validation accuracy (macro F1 {v['f1_macro']:.3f}) "
             f"on {v['examples']:,} held-out reviews, {r['settings']['model']}, {epochs} "
-            f"epoch(s) in {r['train_seconds'] / 60:.0f} min; published (test set): {published}")
+            f"epoch(s) in {r['train_seconds'] / 60:.0f} min{ece}; published (test set): "
+            f"{published}")
+
+
+def _calibration(r: dict[str, Any]) -> str:
+    c, held_out = r["calibration"], r["test"]["calibration"]
+    train = r["settings"]["fit_config"]["data"]["max_train_samples"]
+    return (f"reduced run ({train:,} training reviews): temperature **{c['temperature']:.2f}** "
+            f"takes the ECE on {r['test']['examples']:,} unseen reviews from "
+            f"{100 * held_out['ece_before']:.1f}% to **{100 * held_out['ece_after']:.1f}%** "
+            f"(validation {100 * c['ece_before']:.1f}% to {100 * c['ece_after']:.1f}%), "
+            f"accuracy {100 * r['test']['accuracy']:.1f}% unchanged")
 
 
 def _tokenization(r: dict[str, Any]) -> str:
@@ -62,12 +76,49 @@ def _serving(r: dict[str, Any]) -> str:
             f"{number(rest)} ms over REST, {number(base)} ms in-process")
 
 
+def _client_startup(r: dict[str, Any]) -> str:
+    imports, grpc, rest = r["import"], r["predict_server"]["grpc"], r["predict_server"]["rest"]
+    return (f"client import **{imports['after']['seconds']['median']:.2f} s** (was "
+            f"{imports['before']['seconds']['median']:.2f} s); `predict --server` one review "
+            f"**{grpc['after']['median']:.2f} s** wall over gRPC (was "
+            f"{grpc['before']['median']:.2f} s), {rest['after']['median']:.2f} s over REST")
+
+
+def _reliability(r: dict[str, Any]) -> str:
+    load, bad = r["load"], r["bad_requests"]
+    requests = load["rest"]["requests"] + load["grpc"]["requests"]
+    failures = (load["rest"]["failures"] + load["grpc"]["failures"] + r["hot_swap"]["failures"]
+                + r["half_written"]["failures"])
+    growth = max(abs(load[p].get("rss_growth") or 0) for p in ("rest", "grpc"))
+    total = bad["count"]["rest"] + bad["count"]["grpc"]
+    return (f"**{failures} failures** in {requests:,} requests at concurrency "
+            f"{r['settings']['concurrency']} and through a hot swap and half-written versions; "
+            f"server RSS within {100 * growth:.1f}%; {bad['as_expected']}/{total} bad requests "
+            "answered with TF Serving's code")
+
+
+def _long_reviews(r: dict[str, Any]) -> str:
+    reviews = r["reviews"]
+    longest = max(reviews, key=lambda name: reviews[name]["bytes"])
+    local, grpc = reviews[longest]["in-process"], reviews[longest].get("grpc")
+    text = (f"a {longest} review: **{local['vs_ordinary']:.2f}x** an ordinary review's time "
+            f"in-process, peak memory +{number(local['peak_extra_mib'])} MiB")
+    if grpc and grpc["vs_ordinary"] is not None:
+        text += (f"; {grpc['vs_ordinary']:.1f}x over gRPC, of which "
+                 f"{number(grpc['transport_only']['median_ms'], 0)} ms receiving and parsing it")
+    return f"{text} ({r['settings']['model']})"
+
+
 # name -> (title, one-line summary of its result)
 BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "train_speed": ("Training speed", _train_speed),
     "accuracy": ("Accuracy", _accuracy),
     "tokenization": ("Tokenization", _tokenization),
     "serving": ("Serving", _serving),
+    "calibration": ("Calibration", _calibration),
+    "client_startup": ("Client start-up", _client_startup),
+    "reliability": ("Reliability", _reliability),
+    "long_reviews": ("Long reviews", _long_reviews),
 }
 EXPLANATIONS = {
     "train_speed": "A is the usual recipe (pad every review to max length, "
@@ -80,14 +131,44 @@ EXPLANATIONS = {
     "`tf.function`) against the HF fast tokenizer as training uses it, on the same raw reviews.",
     "serving": "`python -m tfsent.serve` on loopback, one review per request, against the "
     "in-process SavedModel call; medians over rounds.",
+    "calibration": "A reduced real run, not the full accuracy run: `tfsent.fit` fits one "
+    "temperature T on the validation split (temperature scaling, Guo et al. 2017); the held-out "
+    "reviews, from the same train tarball but neither trained on nor used to fit T, are scored "
+    "at that T. ECE: expected calibration error over 15 equal-width confidence bins; dividing "
+    "the logits by T leaves every argmax, so accuracy is unchanged.",
+    "client_startup": "Fresh interpreters importing the client, and running one "
+    "`python -m tfsent.predict --server` call against a local server, with the light client "
+    "(no TensorFlow) and with the client of commit 3bc78bf (TensorFlow and "
+    "tensorflow-serving-api), alternating; medians.",
+    "reliability": "`python -m tfsent.serve` over a tiny export on loopback, clients without "
+    "retries: a long load per protocol (server RSS compared between the first and the last "
+    "thousand requests), a new version exported and the old one deleted under load, version "
+    "folders that appear before they are complete, a corpus of bad requests each followed by a "
+    "good one, and SIGKILL of `fit` / `export` (`benchmarks.kill_runs`).",
+    "long_reviews": "One review per call or request: the median-length real review, and real "
+    "reviews joined into 1 MB and 100 MB. The serving graph reads only the ends of a long text "
+    "(`GraphTokenizer.trim`); in-process is the export's `serving_default` in a fresh process "
+    "(peak: the kernel's RSS high-water mark the calls add); gRPC / REST go to "
+    "`python -m tfsent.serve` with its request-size limits off, and *transport* is the same "
+    "request to a signature the model lacks (received and parsed, then refused).",
 }
 
 
 def detail_table(name: str, result: dict[str, Any]) -> str:
-    from benchmarks import accuracy, serving, tokenization, train_speed
+    from benchmarks import (
+        accuracy,
+        calibration,
+        client_startup,
+        long_reviews,
+        reliability,
+        serving,
+        tokenization,
+        train_speed,
+    )
 
     modules = {"train_speed": train_speed, "accuracy": accuracy, "tokenization": tokenization,
-               "serving": serving}
+               "serving": serving, "calibration": calibration, "client_startup": client_startup,
+               "reliability": reliability, "long_reviews": long_reviews}
     return modules[name].table(result)
 
 

@@ -43,8 +43,8 @@ def tiny_export(tmp_path_factory) -> Path:
     Exporting takes tens of seconds on two cores; building it once per session saves that.
     Tests must copy it before changing anything under it.
     """
-    from tests.tiny import make_tiny_run_dir
     from tfsent.export import export_run
+    from tfsent.tiny_run import make_tiny_run_dir
 
     root = tmp_path_factory.mktemp("tiny_export")
     return export_run(make_tiny_run_dir(root / "run"), root / "exported", "tfsent")
