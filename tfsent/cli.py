@@ -124,3 +124,9 @@ def configure_logging(verbose: bool = False) -> None:
     # client's); they work, and the warning is for their developers, not for this user.
     warnings.filterwarnings("ignore", category=UserWarning,
                             module="google.protobuf.runtime_version")
+    # A warning that is left is meant for the user: one line, without the source line.
+    warnings.formatwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"note: {message}\n"
