@@ -154,7 +154,8 @@ def test_every_server_option_is_a_flag_with_help():
     parser = build_parser()
     flags = {a.dest: a for a in parser._actions if a.dest != "help"}
     fields = {f.name: f for f in dataclasses.fields(ServerOptions)}
-    assert set(flags) == set(fields)
+    # Every server option, plus the --verbose every tfsent CLI has (logging, not the server's).
+    assert set(flags) == set(fields) | {"verbose"}
     assert all(flags[name].help and len(flags[name].help) > 5 for name in fields)
     assert parse_options(["--model_base_path=m"]) == ServerOptions(model_base_path="m")
     for text, value in (("true", True), ("false", False), ("0", False), ("yes", True)):
