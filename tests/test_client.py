@@ -7,7 +7,6 @@ module). The client's own behaviour against fakes is in ``test_client_light.py``
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc as tfs_model_service
 from tensorflow_serving.apis import predict_pb2 as tfs_predict
 from tensorflow_serving.apis import prediction_service_pb2_grpc as tfs_prediction_service
 
+from tests.client_helpers import LABELS, Tty, expected_line, fake_probabilities, run_predict
 from tfsent.client import (
     Prediction,
     SavedModelPredictor,
@@ -43,10 +43,9 @@ from tfsent.client.protos.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from tfsent.client.tensors import make_tensor, string_tensor, to_ndarray
-from tfsent.errors import UserError, run_cli
+from tfsent.errors import UserError
 from tfsent.model_server.process import REPO, external_addresses, server_addresses
 
-LABELS = ("neg", "pos")
 TEXTS = ["great film", "Café naïve 這部電影很好 😀", "", "dull " * 50]
 
 
@@ -273,11 +272,6 @@ def test_to_ndarray_reads_value_fields_like_tensorflow(dtype, values):
 # --- SavedModelPredictor and predict --saved-model ----------------------------------------------
 
 
-def fake_probabilities(text: str) -> list[float]:
-    pos = (0.9 if "great" in text else 0.2) + len(text) / 1000
-    return [1.0 - pos, pos]
-
-
 def save_fake_export(path: Path, classes: tuple[str, ...] | None = LABELS) -> None:
     """A SavedModel answering like the light tests' fakes, with ``classes`` (or without it)."""
 
@@ -388,26 +382,6 @@ def test_saved_model_predictor_bad_arguments(fake_export, kwargs, message):
         SavedModelPredictor(fake_export, **kwargs)
 
 
-def run_predict(argv, capsys, stdin: str | None = None, monkeypatch=None):
-    from tfsent.predict import main
-
-    if stdin is not None:
-        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
-    environ = dict(os.environ)  # main sets TF's and gRPC's log levels for its process
-    try:
-        code = run_cli(main, argv)
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def expected_line(text: str) -> str:
-    probs = fake_probabilities(text)
-    return f"{LABELS[int(np.argmax(probs))]} (confidence {max(probs):.2f})  {text}"
-
-
 def test_cli_saved_model_reads_file_and_stdin(fake_export, tmp_path, capsys, monkeypatch):
     reviews = tmp_path / "reviews.txt"
     reviews.write_text("great film\n\n  \ndull and long\n", encoding="utf-8")
@@ -424,11 +398,6 @@ def test_cli_saved_model_reads_file_and_stdin(fake_export, tmp_path, capsys, mon
     code, out, _ = run_predict(["--saved-model", str(fake_export / "2")], capsys,
                                stdin="great!!\nmeh\n", monkeypatch=monkeypatch)
     assert code == 0 and out.splitlines() == [expected_line("great!!"), expected_line("meh")]
-
-
-class _Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 SAVED_MODEL_CASES = {
@@ -451,7 +420,7 @@ def test_cli_saved_model_bad_input_is_one_line_exit_2(case, fake_export, tmp_pat
     argv = [a.format(tmp=tmp_path) for a in argv]
     if "--saved-model" not in argv:
         argv = ["--saved-model", str(fake_export), *argv]
-    monkeypatch.setattr("sys.stdin", _Tty())
+    monkeypatch.setattr("sys.stdin", Tty())
     code, out, err = run_predict(argv, capsys)
     assert (code, out) == (2, "")
     assert err.startswith("error: ") and err.count("\n") == 1, err

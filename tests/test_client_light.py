@@ -13,7 +13,6 @@ export, the server, the in-process reference answers).
 from __future__ import annotations
 
 import configparser
-import io
 import json
 import os
 import re
@@ -34,6 +33,7 @@ import numpy as np
 import pytest
 from google.protobuf import json_format
 
+from tests.client_helpers import LABELS, Tty, expected_line, fake_probabilities, run_predict
 from tfsent.client import (
     Prediction,
     SentimentClient,
@@ -52,18 +52,11 @@ from tfsent.client.protos.tensorflow_serving.apis import (
 )
 from tfsent.client.tensors import make_tensor, string_tensor, to_ndarray
 from tfsent.client.tf_serving import _split_address
-from tfsent.errors import UserError, run_cli
+from tfsent.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-LABELS = ("neg", "pos")
 HEAVY = ("tensorflow", "tensorflow_serving", "tensorflow_text", "keras", "tf_keras",
          "transformers")
-
-
-def fake_probabilities(text: str) -> list[float]:
-    """Distinct per text (so order is checkable), 'great' leans positive."""
-    pos = (0.9 if "great" in text else 0.2) + len(text) / 1000
-    return [1.0 - pos, pos]
 
 
 def fake_outputs(texts: list[str], with_classes: bool = True) -> dict[str, list]:
@@ -794,27 +787,6 @@ def test_https_with_root_certificate_and_bearer_token(cert_files):
 # --- CLI: python -m tfsent.predict --server -----------------------------------------------------
 
 
-def run_predict(argv, capsys, stdin: str | bytes | None = None, monkeypatch=None):
-    from tfsent.predict import main
-
-    if stdin is not None:
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
-    environ = dict(os.environ)  # main sets TF's and gRPC's log levels for its process
-    try:
-        code = run_cli(main, argv)
-    finally:
-        os.environ.clear()
-        os.environ.update(environ)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def expected_line(text: str) -> str:
-    probs = fake_probabilities(text)
-    return f"{LABELS[int(np.argmax(probs))]} (confidence {max(probs):.2f})  {text}"
-
-
 def test_cli_server_text_and_jsonl(fake, capsys):
     texts = ["great film", "dull", "a great, great movie"]
     server = f"grpc://127.0.0.1:{fake.port}"
@@ -883,11 +855,6 @@ def test_cli_reads_stdin(fake, capsys, monkeypatch):
     assert out.splitlines() == [expected_line("first one"), expected_line("great!!")]
 
 
-class _Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
 def _bad_cli_cases() -> dict[str, tuple[list[str], str]]:
     server = ["--server", "grpc://127.0.0.1:{port}"]
     return {
@@ -921,7 +888,7 @@ def test_cli_bad_input_is_one_line_exit_2(case, fake, tmp_path, capsys, monkeypa
     (tmp_path / "empty.txt").write_text("\n  \n")
     argv, message = _bad_cli_cases()[case]
     argv = [a.format(port=fake.port, tmp=tmp_path, free=free_port()) for a in argv]
-    monkeypatch.setattr("sys.stdin", _Tty())
+    monkeypatch.setattr("sys.stdin", Tty())
     if case == "server error":
         fake.fail_with = [grpc.StatusCode.INVALID_ARGUMENT]
     if case == "deadline":
