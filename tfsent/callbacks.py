@@ -179,10 +179,11 @@ class Prune(tf_keras.callbacks.Callback):
         keep_best_files_of(self.run, epoch + 1)
 
 
-def keep_best_files_of(run: RunDir, completed: int) -> dict[str, Any] | None:
+def keep_best_files_of(run: RunDir, completed: int, write: bool = True) -> dict[str, Any] | None:
     """The best epoch among the first ``completed`` (``best.json``'s record, or the one before
     it when the record is of an epoch a kill kept from being backed up), with every other
-    epoch's files removed and ``best.json`` rewritten to it alone; None if there is none."""
+    epoch's files removed and ``best.json`` rewritten to it alone (unless ``write`` is False);
+    None if there is none."""
     best = run.best
     chosen = None
     for entry in (best, (best or {}).get("previous")):
@@ -190,6 +191,8 @@ def keep_best_files_of(run: RunDir, completed: int) -> dict[str, Any] | None:
                 and run.epoch_predictions(entry["epoch"]).is_file()):
             chosen = {k: v for k, v in entry.items() if k != "previous"}
             break
+    if not write:
+        return chosen
     if chosen is None:
         run.best_file.unlink(missing_ok=True)
     elif best != {**chosen, "previous": None}:

@@ -104,10 +104,17 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None,
 
     from tfsent.data import load_splits
     from tfsent.model import TINY, build_tiny_tokenizer, load_tokenizer
+    from tfsent.workers import is_chief, make_multi_worker_strategy
 
     cfg.check()
     run = RunDir(cfg.train.output_dir)
     action = plan_run(run, cfg)
+    strategy = None
+    if cfg.train.strategy == "multi_worker":
+        # Before any other TensorFlow op: TensorFlow sets collective ops up as its runtime starts.
+        strategy = make_multi_worker_strategy()
+        if not is_chief(strategy) and action in (FINISH, EXPORT):
+            return worker_result(strategy)  # nothing left to train: the rest is the chief's
     if action == EXPORT:
         return export(run, cfg, run.metrics)
 
@@ -122,7 +129,10 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None,
     else:
         tokenizer = load_tokenizer(m.tokenizer or m.model)
     if action in (NEW, RESUME):
-        train(run, cfg, splits, tokenizer, new=action == NEW, extra_callbacks=extra_callbacks)
+        train(run, cfg, splits, tokenizer, new=action == NEW, extra_callbacks=extra_callbacks,
+              strategy=strategy)
+    if strategy is not None and not is_chief(strategy):
+        return worker_result(strategy)  # saving, evaluating and exporting are the chief's
     metrics = finish(run, cfg, splits, tokenizer, evaluate_test)
     return export(run, cfg, metrics)
 
@@ -159,9 +169,13 @@ def resume_point(run: RunDir, steps_per_epoch: int, every_steps: int | None) -> 
 
 
 def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
-          extra_callbacks: list | None = None) -> None:
+          extra_callbacks: list | None = None, strategy: Any = None) -> None:
     """Train (or go on training) until every epoch is done or early stopping ends it; then
-    ``checkpoints/trained.json`` says so and the backup goes."""
+    ``checkpoints/trained.json`` says so and the backup goes.
+
+    ``strategy``: the ``tf.distribute`` strategy made already (default: ``--strategy``'s).
+    Under a multi-worker strategy every worker trains and only the chief writes the run.
+    """
     import tf_keras
 
     from tfsent.callbacks import (
@@ -184,6 +198,13 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
         precision_policy,
         resolve_precision,
     )
+    from tfsent.workers import (
+        is_chief,
+        is_multi_worker,
+        private_run,
+        shard_by_examples,
+        wait_for_all,
+    )
 
     m, t = cfg.model, cfg.train
     train_rows = encode(tokenizer, splits.train.texts, m.max_length, m.truncation,
@@ -196,7 +217,12 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
     steps = count_batches(train_rows.lengths, t.batch_size, bucketing=t.bucketing,
                           max_length=m.max_length)
     policy = resolve_precision(t.mixed_precision)
-    strategy = make_strategy(t.strategy)
+    if strategy is None:
+        strategy = make_strategy(t.strategy)
+    chief = is_chief(strategy)
+    # Saves are collective, so the other workers save what the chief saves, in a folder of
+    # their own: the run folder is the chief's.
+    own, remove_own = (run, None) if chief else private_run(run)
     # Seeded dropout needs one generator per layer: fine on one device; under several
     # replicas Keras' own dropout stays (a resumed run is then not bit for bit the same).
     seeded = strategy.num_replicas_in_sync == 1
@@ -211,15 +237,20 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
             metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
             jit_compile=t.jit_compile,
         )
+        if is_multi_worker(strategy):  # Keras sums the replicas' running means in the bars
+            model.distribute_reduction_method = "first"
         # The model loaded, so the input is good: only now is anything written.
-        if new:
-            start_run(run, cfg, tokenizer)
-        run.checkpoints_dir.mkdir(exist_ok=True)
+        if chief:
+            if new:
+                start_run(run, cfg, tokenizer)
+            run.checkpoints_dir.mkdir(exist_ok=True)
+        wait_for_all(strategy)  # the other workers read the run once the chief cleared it
         start_epoch, start_step = resume_point(run, steps, t.backup_every_steps)
         # What an epoch wrote before a kill kept its backup from being written is redone.
-        best = keep_best_files_of(run, start_epoch)
-        run.trim_history(start_epoch)
-        if start_epoch == 0 and start_step == 0:
+        best = keep_best_files_of(run, start_epoch, write=chief)
+        if chief:
+            run.trim_history(start_epoch)
+        if chief and start_epoch == 0 and start_step == 0:
             shutil.rmtree(run.logs_dir, ignore_errors=True)
         stop = t.early_stopping_patience
         over = start_epoch >= t.epochs or (
@@ -232,7 +263,9 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
                 train_rows, t.batch_size, seed=t.seed, epochs=t.epochs,
                 start_epoch=start_epoch, start_step=start_step, bucketing=t.bucketing,
                 pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length)
-            scores = ValidationScores(run, valid_ds, splits.label_names, t.monitor, best,
+            if is_multi_worker(strategy):  # each worker gets its share of every global batch
+                train_ds = shard_by_examples(train_ds)
+            scores = ValidationScores(own, valid_ds, splits.label_names, t.monitor, best,
                                       patience=stop)
             callbacks = [scores]  # first: it adds the val_ metrics the callbacks after it read
             if t.progress:  # after scores: the bar's epoch line shows the val_ metrics
@@ -241,10 +274,13 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
                 EpochSeconds(),
                 tf_keras.callbacks.CSVLogger(str(run.history_csv), append=True),
                 tf_keras.callbacks.TensorBoard(str(run.logs_dir)),
-                Backup(str(run.backup_dir), t.backup_every_steps),
-                Prune(run),  # after the backup: only then may the previous best go
+                Backup(str(own.backup_dir), t.backup_every_steps),
+                Prune(own),  # after the backup: only then may the previous best go
                 ExpectStart(start_epoch, start_step),
             ]
+            if not chief:  # the run's history and logs are the chief's to write
+                callbacks = [c for c in callbacks if not isinstance(
+                    c, (tf_keras.callbacks.CSVLogger, tf_keras.callbacks.TensorBoard))]
             if seeded:
                 callbacks.append(ReseedDropout(t.seed))
             callbacks += extra_callbacks or []
@@ -254,14 +290,18 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
             start_epoch = scores.last_epoch or start_epoch
         if best is None:  # every epoch's monitored value was NaN: keep the last weights
             labels, logits = predict_logits(model, valid_ds)
-            save_epoch_files(model, run, start_epoch, labels, logits)
+            save_epoch_files(model, own, start_epoch, labels, logits)
             best = {"epoch": start_epoch, "monitor": t.monitor, "value": float("nan"),
                     "val_loss": None}
-            write_json_atomic(run.best_file, {**best, "previous": None})
-    write_json_atomic(run.trained_file, {"epochs": start_epoch, "planned_epochs": t.epochs,
-                                         "steps_per_epoch": steps, "precision_policy": policy,
-                                         "train_examples": len(splits.train)})
-    shutil.rmtree(run.backup_dir, ignore_errors=True)
+            write_json_atomic(own.best_file, {**best, "previous": None})
+    if chief:
+        write_json_atomic(run.trained_file, {"epochs": start_epoch, "planned_epochs": t.epochs,
+                                             "steps_per_epoch": steps,
+                                             "precision_policy": policy,
+                                             "train_examples": len(splits.train)})
+        shutil.rmtree(run.backup_dir, ignore_errors=True)
+    else:
+        remove_own()
     del model
     tf_keras.backend.clear_session()
 
@@ -364,6 +404,14 @@ def export(run: RunDir, cfg: RunConfig, metrics: dict[str, Any]) -> dict[str, An
     return metrics
 
 
+def worker_result(strategy: Any) -> dict[str, Any]:
+    """What :func:`fit` returns on a multi-worker worker other than the chief: the chief
+    alone saves, evaluates and exports the run."""
+    from tfsent.workers import worker_name
+
+    return {"worker": worker_name(strategy)}
+
+
 def _write_card(run: RunDir) -> None:
     from tfsent.card import write_model_card
 
@@ -378,6 +426,9 @@ def _say(t: TrainConfig, line: str) -> None:
 def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     """The lines a finished ``python -m tfsent.fit`` ends with: results, files, next commands."""
     run = RunDir(cfg.train.output_dir)
+    if "worker" in metrics:
+        return (f"{'worker:':12}{metrics['worker']} done; the chief writes the run to "
+                f"{run.path}/")
     lines = []
     for split in ("validation", "test"):
         if split in metrics:
@@ -416,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         check_repo_id(hub_cfg.push_to_hub)  # before training, not after
     metrics = fit(cfg)
     print(summary(cfg, metrics))
-    if hub_cfg.push_to_hub:
+    if hub_cfg.push_to_hub and "worker" not in metrics:  # the chief pushes
         url = push_run(cfg.train.output_dir, hub_cfg.push_to_hub, token=hub_cfg.hub_token,
                        private=hub_cfg.hub_private, saved_model=metrics.get("export"))
         print(f"{'pushed:':12}{url}")

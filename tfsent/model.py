@@ -186,9 +186,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            fail("--strategy multi_worker needs the TF_CONFIG environment variable of each worker")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        from tfsent.workers import make_multi_worker_strategy
+
+        return make_multi_worker_strategy()
     if name == "tpu":
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
