@@ -445,7 +445,7 @@ def test_non_bert_tokenizer_is_a_user_error():
 
     backend = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    with pytest.raises(UserError, match="supports BERT WordPiece tokenizers"):
+    with pytest.raises(UserError, match="supports WordPiece tokenizers"):
         GraphTokenizer.from_hf(PreTrainedTokenizerFast(tokenizer_object=backend), 16, "head")
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tfsent.errors import fail
+from tfsent.model import TINY, TINY_PREFIX, tiny_family
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from tfsent.rundir import RunDir
 
 CARD_NAME = "README.md"
-TAGS = ["tensorflow", "tf-keras", "bert", "text-classification", "sentiment-analysis", "tfsent"]
+TAGS = ["tensorflow", "tf-keras", "text-classification", "sentiment-analysis", "tfsent"]
 TABLE_FILES = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # (metrics.json key, model-index metric type, display name, extra EvalResult fields)
 EVAL_METRICS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
@@ -64,9 +65,7 @@ def base_model_id(model: str) -> str | None:
     """``model`` when it is a Hub model id; None for ``tiny`` and local folders (no Hub id)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from tfsent.model import TINY
-
-    if model == TINY or Path(model).exists():
+    if model == TINY or model.startswith(TINY_PREFIX) or Path(model).exists():
         return None
     try:
         validate_repo_id(model)
@@ -127,7 +126,7 @@ def build_model_card(run: RunDir, repo_id: str | None = None,
         license=getattr(cfg.model, "license", None) or "apache-2.0",
         library_name="transformers",
         pipeline_tag="text-classification",
-        tags=list(TAGS),
+        tags=[*TAGS[:2], _architecture(run)[0], *TAGS[2:]],
         base_model=base,
         datasets=[data["hub_id"]] if data["hub_id"] else None,
         metrics=["accuracy", "precision", "recall", "f1"],
@@ -175,6 +174,15 @@ def check_model_card(path: str | Path) -> ModelCard:
     return card
 
 
+def _architecture(run: RunDir) -> tuple[str, str]:
+    """``(model_type, TF class name)`` of the run's model, from ``model/config.json``."""
+    try:
+        config = json.loads((run.model_dir / "config.json").read_text(encoding="utf-8"))
+        return config["model_type"], f"TF{config['architectures'][0]}"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "bert", "TFBertForSequenceClassification"  # what runs made before families
+
+
 def _body(run: RunDir, cfg: RunConfig, metrics: dict[str, Any], data: dict[str, Any],
           base: str | None, model_name: str, repo_id: str | None,
           saved_model_version: int | None) -> str:
@@ -185,16 +193,16 @@ def _body(run: RunDir, cfg: RunConfig, metrics: dict[str, Any], data: dict[str, 
     splits = [s for s in ("validation", "test") if s in metrics]
     if base:
         base_text = f"[`{base}`](https://huggingface.co/{base})"
-    elif cfg.model.model == "tiny":
-        base_text = ("a small BERT built from a config, with no pretrained weights (tfsent's "
-                     "offline demo model)")
+    elif tiny_family(cfg.model.model):
+        base_text = (f"a small {tiny_family(cfg.model.model)} model built from a config, with "
+                     "no pretrained weights (tfsent's offline demo model)")
     else:
         base_text = f"the local model folder `{Path(cfg.model.model).name}`"
     where = repo_id or "path/to/this/folder"
     lines = [
         f"# {model_name}",
         "",
-        f"A `TFBertForSequenceClassification` fine-tuned with "
+        f"A `{_architecture(run)[1]}` fine-tuned with "
         f"tfsent (Keras `fit`) to classify the sentiment of a text as "
         f"{', '.join(f'`{x}`' for x in labels)}. Base model: {base_text}. Training data: "
         f"{data['name']}.",

@@ -96,9 +96,11 @@ class ModelConfig:
     model: str = field(
         default="bert-base-uncased",
         metadata={
-            "help": "Hugging Face Hub id, a local directory (TF or PyTorch safetensors weights), "
-            "or 'tiny' (a small BERT built from a config, with a WordPiece vocabulary trained on "
-            "the training texts; offline)."
+            "help": "Hugging Face Hub id or local directory (TF or PyTorch safetensors weights) "
+            "of a WordPiece encoder: BERT (TFBertForSequenceClassification), DistilBERT, ELECTRA, "
+            "MobileBERT or ConvBERT (TFAutoModelForSequenceClassification). Or 'tiny' (a small "
+            "BERT built from a config, with a WordPiece vocabulary made from the training texts; "
+            "offline), or 'tiny-distilbert', 'tiny-electra', ... for the other families."
         },
     )
     tokenizer: str | None = field(
@@ -116,7 +118,7 @@ class ModelConfig:
         },
     )
     tiny_vocab_size: int = field(
-        default=2000, metadata={"help": "WordPiece vocabulary size for --model tiny."}
+        default=2000, metadata={"help": "WordPiece vocabulary size of tiny models."}
     )
     license: str = field(
         default="apache-2.0",

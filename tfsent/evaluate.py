@@ -40,10 +40,9 @@ def predict_logits(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndar
     """
     import tensorflow as tf
 
-    from tfsent.features import MODEL_INPUTS
-
-    # One trace for every batch shape: bucketing feeds many widths.
-    spec = {name: tf.TensorSpec([None, None], tf.int32) for name in MODEL_INPUTS}
+    # One trace for every batch shape: bucketing feeds many widths. The inputs are the
+    # dataset's, which are the model's (DistilBERT takes no token_type_ids).
+    spec = {name: tf.TensorSpec([None, None], tf.int32) for name in dataset.element_spec[0]}
 
     @tf.function(input_signature=[spec])
     def logits_of(features):
@@ -197,6 +196,7 @@ def evaluate_run(run_dir: str | Path, data: str | None = None,
     """
     from tfsent import data as data_stage
     from tfsent.features import encode, make_dataset
+    from tfsent.model import family_of
     from tfsent.rundir import RunDir
 
     if batch_size is not None and batch_size < 1:
@@ -219,7 +219,8 @@ def evaluate_run(run_dir: str | Path, data: str | None = None,
                          texts.labels)
         dataset = make_dataset(encoded, batch_size or cfg.train.eval_batch_size, shuffle=False,
                                seed=cfg.train.seed, bucketing=cfg.train.bucketing,
-                               max_length=cfg.model.max_length)
+                               max_length=cfg.model.max_length,
+                               inputs=family_of(model.config.model_type).inputs)
         results[split] = evaluate_split(model, dataset, label_names, run.path, split,
                                         temperature=run.temperature)
     return results

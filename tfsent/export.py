@@ -11,9 +11,10 @@
 The SavedModel scores raw review text: its ``serving_default`` signature (``text`` ->
 ``probabilities``, ``label_id``, ``label``, ``logits``, ``classes``) tokenizes inside the graph
 (:mod:`tfsent.graph_tokenizer`, equal to the training tokenizer id for id, in bounded time and
-memory however long the text) and runs the fine-tuned ``TFBertForSequenceClassification`` in
-float32; ``token_ids`` takes ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (int64) from
-clients that tokenize themselves. Both return the same outputs: ``logits`` as the model gives
+memory however long the text) and runs the fine-tuned ``TF*ForSequenceClassification`` in
+float32; ``token_ids`` takes the model's inputs, ``input_ids`` / ``attention_mask`` /
+``token_type_ids`` (int64; DistilBERT has no ``token_type_ids``), from clients that tokenize
+themselves. Both return the same outputs: ``logits`` as the model gives
 them, ``probabilities`` = ``softmax(logits / T)`` with the run's calibration temperature ``T``
 (``RunDir.temperature``, 1.0 for an uncalibrated run; ``label_id`` is the argmax either way), and
 ``classes`` (string ``[batch, num_labels]``), the label names in id order on every row, naming
@@ -60,7 +61,6 @@ from typing import TYPE_CHECKING, Any
 
 from tfsent.cli import TRAIN_MODULES, add_verbose_flag, configure_logging, require_extra
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
-from tfsent.features import MODEL_INPUTS
 from tfsent.rundir import RunDir
 from tfsent.versions import INT64_MAX, parse_version, scan_versions
 
@@ -287,12 +287,14 @@ def _write_saved_model(run: RunDir, target: Path, scratch: Path, model_name: str
     import tensorflow as tf
 
     from tfsent.graph_tokenizer import GraphTokenizer
+    from tfsent.model import family_of
 
     cfg = run.config
-    graph_tokenizer = GraphTokenizer.from_hf(run.load_tokenizer(), cfg.model.max_length,
-                                             cfg.model.truncation)
     temperature = _temperature(run)
     model = run.load_model()
+    graph_tokenizer = GraphTokenizer.from_hf(
+        run.load_tokenizer(), cfg.model.max_length, cfg.model.truncation,
+        model_inputs=family_of(model.config.model_type).inputs)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     tokenizer_config = graph_tokenizer.get_config()
     del tokenizer_config["vocab"]  # in assets/vocab.txt, one token a line
@@ -305,7 +307,8 @@ def _write_saved_model(run: RunDir, target: Path, scratch: Path, model_name: str
                       "config": tokenizer_config},
         "signatures": {
             SERVING_SIGNATURE: {"inputs": ["text"], "outputs": list(OUTPUTS)},
-            TOKEN_IDS_SIGNATURE: {"inputs": list(MODEL_INPUTS), "outputs": list(OUTPUTS)},
+            TOKEN_IDS_SIGNATURE: {"inputs": list(graph_tokenizer.model_inputs),
+                                  "outputs": list(OUTPUTS)},
         },
         "serving_image": SERVING_IMAGE,
         "tensorflow_text_ops": list(TF_TEXT_OPS),
@@ -314,6 +317,7 @@ def _write_saved_model(run: RunDir, target: Path, scratch: Path, model_name: str
         "transformers_version": metadata.version("transformers"),
         "tokenizers_version": metadata.version("tokenizers"),
         "base_model": cfg.model.model,
+        "model_type": model.config.model_type,
         "run_dir": str(run.path.resolve()),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -388,10 +392,10 @@ def sentiment_module_class() -> type:
     import tensorflow as tf
 
     text_spec = tf.TensorSpec([None], tf.string, name="text")
-    id_specs = [tf.TensorSpec([None, None], tf.int64, name=name) for name in MODEL_INPUTS]
 
     class SentimentModule(tf.Module):
-        """The fine-tuned model behind two signatures: raw text, or token ids."""
+        """The fine-tuned model behind two signatures: raw text, or token ids (the inputs the
+        tokenizer gives, which are the model's)."""
 
         def __init__(self, model, tokenizer: GraphTokenizer, label_names: Sequence[str],
                      assets: dict[str, Path], temperature: float = 1.0):
@@ -402,26 +406,29 @@ def sentiment_module_class() -> type:
             self.model_weights = list(model.weights)
             self._logits = lambda features: model(features, training=False).logits
             self.tokenizer = tokenizer
+            self.inputs = tuple(tokenizer.model_inputs)
             self.label_names = tf.constant(list(label_names), tf.string)
             # Tracked assets are copied into assets/ (and their paths made relative) on save.
             self.assets = {key: tf.saved_model.Asset(str(path)) for key, path in assets.items()}
+            # The signature's inputs are named by the specs: their number varies by family.
+            self.serve_token_ids = tf.function(
+                lambda *ids: self.predict(dict(zip(self.inputs, ids, strict=True))),
+                input_signature=[tf.TensorSpec([None, None], tf.int64, name=name)
+                                 for name in self.inputs],
+                autograph=False)
 
         @tf.function(input_signature=[text_spec], autograph=False)
         def serve_text(self, text):
             # A call of the other signature's function: the model is traced (and saved) once.
-            return self.serve_token_ids(**self.tokenizer(text))
-
-        @tf.function(input_signature=id_specs, autograph=False)
-        def serve_token_ids(self, input_ids, attention_mask, token_type_ids):
-            return self.predict({"input_ids": input_ids, "attention_mask": attention_mask,
-                                 "token_type_ids": token_type_ids})
+            tokens = self.tokenizer(text)
+            return self.serve_token_ids(*(tokens[name] for name in self.inputs))
 
         def predict(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
             # int32 as in training (tfsent.features); the ids fit easily. A request of no rows
             # tokenizes to zero width, which BERT's attention cannot multiply: pad it to one.
             width = tf.shape(inputs["input_ids"])[1]
             grow = [[0, 0], [0, tf.maximum(1 - width, 0)]]
-            features = {k: tf.pad(tf.cast(inputs[k], tf.int32), grow) for k in MODEL_INPUTS}
+            features = {k: tf.pad(tf.cast(v, tf.int32), grow) for k, v in inputs.items()}
             logits = tf.cast(self._logits(features), tf.float32)
             label_id = tf.argmax(logits, axis=-1, output_type=tf.int64)
             batch = tf.shape(logits)[0]

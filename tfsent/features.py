@@ -155,8 +155,10 @@ def make_dataset(
     shuffle_buffer: int = 10_000,
     max_length: int | None = None,
     drop_remainder: bool = False,
+    inputs: Sequence[str] = MODEL_INPUTS,
 ) -> tf.data.Dataset:
-    """A ``tf.data`` pipeline of ``({input_ids, attention_mask, token_type_ids}, labels)``.
+    """A ``tf.data`` pipeline of ``({input_ids, attention_mask, token_type_ids}, labels)``, with
+    only the ``inputs`` the model takes (DistilBERT: no ``token_type_ids``).
 
     Rows are padded per batch (dynamic padding), and with ``bucketing`` batched with rows of
     similar length, so a batch of short reviews is not padded to the longest review of the run.
@@ -176,7 +178,7 @@ def make_dataset(
                   batch_size, bucketing, pad_to_bucket_boundary, max_length, drop_remainder)
     batches = count_batches(encoded.lengths, batch_size, bucketing=bucketing,
                             max_length=max_length, drop_remainder=drop_remainder)
-    ds = ds.map(_to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_model_inputs(inputs), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
 
 
@@ -191,6 +193,7 @@ def make_train_dataset(
     bucketing: bool = True,
     pad_to_bucket_boundary: bool = False,
     max_length: int | None = None,
+    inputs: Sequence[str] = MODEL_INPUTS,
 ) -> tuple[tf.data.Dataset, int]:
     """The training batches of epochs ``start_epoch .. epochs - 1`` as one stream, and the
     number of batches per epoch (for ``fit(steps_per_epoch=...)``).
@@ -228,7 +231,7 @@ def make_train_dataset(
     steps = count_batches(encoded.lengths, batch_size, bucketing=bucketing,
                           max_length=max_length)
     ds = tf.data.Dataset.range(start_epoch, epochs).flat_map(one_epoch).skip(start_step)
-    ds = ds.map(_to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(_model_inputs(inputs), num_parallel_calls=tf.data.AUTOTUNE)
     total = max((epochs - start_epoch) * steps - start_step, 0)
     ds = ds.apply(tf.data.experimental.assert_cardinality(total))
     return ds.prefetch(tf.data.AUTOTUNE), steps
@@ -288,12 +291,20 @@ def _pad_to_bound(bounds: list[int]):
     return pad
 
 
-def _to_model_inputs(ids, labels):
+def _model_inputs(inputs: Sequence[str]):
     import tensorflow as tf
 
-    ids = tf.cast(ids, tf.int32)
-    mask = tf.cast(ids != 0, tf.int32)  # BERT vocabularies put [PAD] at id 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}, labels
+    unknown = set(inputs) - set(MODEL_INPUTS)
+    if unknown:
+        raise ValueError(f"unknown model inputs {sorted(unknown)}; expected some of {MODEL_INPUTS}")
+
+    def to_model_inputs(ids, labels):
+        ids = tf.cast(ids, tf.int32)
+        mask = tf.cast(ids != 0, tf.int32)  # BERT vocabularies put [PAD] at id 0
+        features = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}
+        return {name: features[name] for name in inputs}, labels
+
+    return to_model_inputs
 
 
 def padding_fraction(dataset: tf.data.Dataset) -> float:

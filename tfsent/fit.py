@@ -103,7 +103,7 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None,
     import tf_keras
 
     from tfsent.data import load_splits
-    from tfsent.model import TINY, build_tiny_tokenizer, load_tokenizer
+    from tfsent.model import build_tiny_tokenizer, load_tokenizer, model_family, tiny_family
     from tfsent.workers import is_chief, make_multi_worker_strategy
 
     cfg.check()
@@ -122,10 +122,12 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None,
     # Data and tokenizer first: bad input fails here, before anything is written.
     splits = load_splits(cfg.data, cfg.train.seed)
     m = cfg.model
+    model_family(m.model)  # another family than the supported ones fails here, in one line
     if action != NEW:
         tokenizer = run.load_tokenizer()  # a trained tiny vocabulary is not trained again
-    elif m.model == TINY and m.tokenizer is None:
-        tokenizer = build_tiny_tokenizer(splits.train.texts, m.tiny_vocab_size)
+    elif tiny_family(m.model) and m.tokenizer is None:
+        tokenizer = build_tiny_tokenizer(splits.train.texts, m.tiny_vocab_size,
+                                         tiny_family(m.model))
     else:
         tokenizer = load_tokenizer(m.tokenizer or m.model)
     if action in (NEW, RESUME):
@@ -195,6 +197,7 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
         generator_dropout,
         make_optimizer,
         make_strategy,
+        model_family,
         precision_policy,
         resolve_precision,
     )
@@ -207,13 +210,14 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
     )
 
     m, t = cfg.model, cfg.train
+    inputs = model_family(m.model).inputs
     train_rows = encode(tokenizer, splits.train.texts, m.max_length, m.truncation,
                         splits.train.labels)
     valid_rows = encode(tokenizer, splits.validation.texts, m.max_length, m.truncation,
                         splits.validation.labels)
     valid_ds = make_dataset(valid_rows, t.eval_batch_size, shuffle=False, seed=t.seed,
                             bucketing=t.bucketing, pad_to_bucket_boundary=t.jit_compile,
-                            max_length=m.max_length)
+                            max_length=m.max_length, inputs=inputs)
     steps = count_batches(train_rows.lengths, t.batch_size, bucketing=t.bucketing,
                           max_length=m.max_length)
     policy = resolve_precision(t.mixed_precision)
@@ -262,7 +266,7 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
             train_ds, _ = make_train_dataset(
                 train_rows, t.batch_size, seed=t.seed, epochs=t.epochs,
                 start_epoch=start_epoch, start_step=start_step, bucketing=t.bucketing,
-                pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length)
+                pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length, inputs=inputs)
             if is_multi_worker(strategy):  # each worker gets its share of every global batch
                 train_ds = shard_by_examples(train_ds)
             scores = ValidationScores(own, valid_ds, splits.label_names, t.monitor, best,
@@ -318,7 +322,7 @@ def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
     from tfsent.callbacks import load_predictions
     from tfsent.evaluate import evaluate_split, plot_training_curves
     from tfsent.features import encode, make_dataset
-    from tfsent.model import build_model
+    from tfsent.model import build_model, family_of
     from tfsent.rundir import float32_policy
 
     m, t = cfg.model, cfg.train
@@ -364,7 +368,8 @@ def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
     if evaluate_test and splits.test is not None:
         test = encode(tokenizer, splits.test.texts, m.max_length, m.truncation, splits.test.labels)
         test_ds = make_dataset(test, t.eval_batch_size, shuffle=False, seed=t.seed,
-                               bucketing=t.bucketing, max_length=m.max_length)
+                               bucketing=t.bucketing, max_length=m.max_length,
+                               inputs=family_of(model.config.model_type).inputs)
         metrics["test"] = evaluate_split(model, test_ds, splits.label_names, run.path, "test",
                                          temperature=temperature)
     plot_training_curves(run.history_csv, run.training_curves_png,

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ import tensorflow_text as tf_text
 from tfsent.config import check_model_options
 from tfsent.data import BR_PATTERN
 from tfsent.errors import fail
-from tfsent.features import head_size
+from tfsent.features import MODEL_INPUTS, head_size
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -165,7 +164,8 @@ def hf_char_classes() -> CharClasses:
 
 
 class GraphTokenizer(tf.Module):
-    """Raw texts -> ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (int64, padded).
+    """Raw texts -> ``input_ids`` / ``attention_mask`` / ``token_type_ids`` (int64, padded), or
+    the ``model_inputs`` among them that the model takes (DistilBERT: no ``token_type_ids``).
 
     Each step mirrors the HF tokenizer and ``tfsent.features.encode``: clean ``<br />``, split out
     special tokens written in the text, ``BertNormalizer``, ``BertPreTokenizer``, WordPiece,
@@ -180,9 +180,16 @@ class GraphTokenizer(tf.Module):
     >>> config = tok.get_config()
     >>> config["truncation"], config["trim_chars_per_token"], len(config["vocab"])
     ('tail', 128, 7)
+    >>> import json
     >>> again = GraphTokenizer.from_config(json.loads(json.dumps(config)))
     >>> again(tf.constant(["Good films"]))["input_ids"].numpy().tolist()
     [[2, 4, 5, 6, 3]]
+
+    A DistilBERT model takes no ``token_type_ids``, so its tokenizer gives none:
+
+    >>> distil = GraphTokenizer(vocab, 16, "tail", model_inputs=["input_ids", "attention_mask"])
+    >>> sorted(distil(tf.constant(["Good films"])))
+    ['attention_mask', 'input_ids']
     """
 
     def __init__(
@@ -203,6 +210,7 @@ class GraphTokenizer(tf.Module):
         max_input_chars_per_word: int = 100,
         trim_chars_per_token: int | None = TRIM_CHARS_PER_TOKEN,
         char_classes: CharClasses | dict[str, str] | None = None,
+        model_inputs: Sequence[str] = MODEL_INPUTS,
         name: str | None = None,
     ):
         super().__init__(name=name)
@@ -214,6 +222,10 @@ class GraphTokenizer(tf.Module):
         missing = [t for t in (unk_token, cls_token, sep_token, pad_token) if t not in index]
         if missing:
             fail(f"the vocabulary lacks {', '.join(missing)}; use a BERT WordPiece vocabulary")
+        if "input_ids" not in model_inputs or set(model_inputs) - set(MODEL_INPUTS):
+            fail(f"model inputs {list(model_inputs)} are not input_ids and some of "
+                 f"{', '.join(MODEL_INPUTS[1:])}")
+        self.model_inputs = [name for name in MODEL_INPUTS if name in model_inputs]
         self.vocab = list(vocab)
         self.max_length = int(max_length)
         self.truncation = truncation
@@ -271,6 +283,7 @@ class GraphTokenizer(tf.Module):
             # Read off the installed tokenizers library: recorded, so that the same config gives
             # the same tokenizer under another tokenizers version.
             "char_classes": dataclasses.asdict(self.char_classes),
+            "model_inputs": list(self.model_inputs),
         }
 
     @classmethod
@@ -285,18 +298,16 @@ class GraphTokenizer(tf.Module):
         max_length: int,
         truncation: str,
         trim_chars_per_token: int | None = TRIM_CHARS_PER_TOKEN,
+        model_inputs: Sequence[str] | None = None,
     ) -> GraphTokenizer:
-        """The graph twin of a HF fast BERT tokenizer, with its normalizer's settings."""
-        spec = json.loads(tokenizer.backend_tokenizer.to_str())
-        normalizer = spec.get("normalizer") or {}
-        pre = spec.get("pre_tokenizer") or {}
-        model = spec.get("model") or {}
-        kinds = (normalizer.get("type"), pre.get("type"), model.get("type"))
-        if kinds != ("BertNormalizer", "BertPreTokenizer", "WordPiece"):
-            fail(
-                f"the tokenizer is {'/'.join(map(str, kinds))}; export supports BERT WordPiece "
-                "tokenizers (BertNormalizer/BertPreTokenizer/WordPiece) only"
-            )
+        """The graph twin of a HF fast WordPiece tokenizer (BERT's, DistilBERT's, ...), with its
+        normalizer's settings; its outputs are ``model_inputs``, by default the tokenizer's own
+        ``model_input_names``."""
+        from tfsent.model import wordpiece_spec
+
+        spec = wordpiece_spec(tokenizer)
+        normalizer = spec["normalizer"]
+        model = spec["model"]
         vocab = sorted(model["vocab"], key=model["vocab"].get)
         if [model["vocab"][t] for t in vocab] != list(range(len(vocab))):
             fail("the tokenizer's vocabulary ids are not 0..n-1; use a BERT vocab.txt")
@@ -322,6 +333,8 @@ class GraphTokenizer(tf.Module):
             suffix_indicator=model.get("continuing_subword_prefix", "##"),
             max_input_chars_per_word=model.get("max_input_chars_per_word", 100),
             trim_chars_per_token=trim_chars_per_token,
+            model_inputs=(tokenizer.model_input_names if model_inputs is None
+                          else model_inputs),
         )
 
     def normalize(self, texts: tf.Tensor) -> tf.Tensor:
@@ -464,7 +477,8 @@ class GraphTokenizer(tf.Module):
         ids = tf.concat([cls, ids, sep], axis=1).to_tensor(default_value=self._pad_id)
         # Masked as in training (tfsent.features): by id, so a [PAD] written in a text is too.
         mask = tf.cast(tf.not_equal(ids, self._pad_id), tf.int64)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}
+        features = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}
+        return {name: features[name] for name in self.model_inputs}
 
 
 def _utf8_head(texts: tf.Tensor, size: tf.Tensor, chars: int) -> tf.Tensor:

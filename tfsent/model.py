@@ -1,4 +1,12 @@
-"""Model: tokenizer and ``TFBertForSequenceClassification``, from the Hub, a folder or a config.
+"""Model: tokenizer and ``TF*ForSequenceClassification``, from the Hub, a folder or a config.
+
+BERT (``TFBertForSequenceClassification``) is the default; the other WordPiece encoders that
+transformers ships with a TF sequence-classification head train, export and serve the same way
+(:data:`FAMILIES`: DistilBERT, ELECTRA, MobileBERT, ConvBERT), through
+``TFAutoModelForSequenceClassification``. What differs per family is the model's inputs:
+
+    >>> FAMILIES["distilbert"].inputs
+    ('input_ids', 'attention_mask')
 
 Three ways to get weights, one function each:
 
@@ -13,51 +21,138 @@ Three ways to get weights, one function each:
 - a folder holding PyTorch weights (``model.safetensors``, e.g. sentence-transformers' MiniLM):
   converted in memory, because ``from_pretrained(from_pt=True)`` on safetensors fails in
   transformers 4.57 (``'builtins.safe_open' object is not iterable``);
-- ``tiny``: a small BERT built from a config, with a WordPiece vocabulary trained on the training
-  texts by the ``tokenizers`` library, for offline demos and tests.
+- ``tiny`` (or ``tiny-<family>``, e.g. ``tiny-distilbert``): a small model of that family built
+  from a config, with a WordPiece vocabulary made from the training texts, for offline demos and
+  tests.
+
+Models of other families, and tokenizers other than WordPiece (BPE, SentencePiece), are refused
+with one line naming what is supported: the serving graph rebuilds BERT's WordPiece tokenizer
+only (:mod:`tfsent.graph_tokenizer`), so nothing else could be exported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tfsent.errors import fail
+from tfsent.features import MODEL_INPUTS
 
 if TYPE_CHECKING:
     import tensorflow as tf
-    from transformers import PreTrainedTokenizerFast, TFBertForSequenceClassification
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast, TFPreTrainedModel
 
 TINY = "tiny"
+TINY_PREFIX = "tiny-"
 TF_WEIGHTS = ("tf_model.h5",)
 PT_WEIGHTS = ("model.safetensors",)
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+# The tokenizer pipeline the serving graph rebuilds (tfsent.graph_tokenizer), as named in a fast
+# tokenizer's tokenizer.json.
+WORDPIECE = ("BertNormalizer", "BertPreTokenizer", "WordPiece")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family tfsent fine-tunes: a WordPiece encoder with a TF sequence-classification
+    head in transformers 4.x, compiled with its built-in loss like BERT."""
+
+    model_type: str  # transformers' config.model_type
+    inputs: tuple[str, ...]  # what the model takes: the features and the token_ids signature
+    tiny_sizes: dict[str, Any]  # its tiny model's config, {width} standing for the hidden size
+
+
+_WIDE = {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": "{width}",
+         "intermediate_size": "{2width}"}
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (
+    Family("bert", MODEL_INPUTS, _WIDE),
+    # DistilBERT has no segment embeddings: it refuses token_type_ids.
+    Family("distilbert", ("input_ids", "attention_mask"),
+           {"n_layers": 2, "n_heads": 2, "dim": "{width}", "hidden_dim": "{2width}"}),
+    Family("electra", MODEL_INPUTS, {**_WIDE, "embedding_size": "{width}"}),
+    Family("convbert", MODEL_INPUTS, {**_WIDE, "embedding_size": "{width}"}),
+    Family("mobilebert", MODEL_INPUTS,
+           {**_WIDE, "embedding_size": "{half}", "true_hidden_size": "{width}",
+            "intra_bottleneck_size": "{width}", "num_feedforward_networks": 1}),
+)}
+SUPPORTED = ", ".join(FAMILIES)
+
+
+def tiny_family(name: str) -> str | None:
+    """The family of a tiny model name (``tiny`` is BERT), or None if ``name`` is not one.
+
+    >>> tiny_family("tiny"), tiny_family("tiny-electra"), tiny_family("bert-base-uncased")
+    ('bert', 'electra', None)
+    """
+    if name == TINY:
+        return "bert"
+    if name.startswith(TINY_PREFIX):
+        family = name[len(TINY_PREFIX):]
+        if family not in FAMILIES:
+            fail(f"--model {name}: no such tiny model; use tiny or tiny-<family> with a family "
+                 f"of {SUPPORTED}")
+        return family
+    return None
+
+
+def model_family(name_or_path: str) -> Family:
+    """The family of ``--model`` (a tiny name, a folder or a Hub id), read from its config; a
+    model of another family is a one-line error naming the supported ones."""
+    family = tiny_family(name_or_path)
+    if family is None:
+        family = _load_config(name_or_path).model_type
+    return family_of(family, name_or_path)
+
+
+def family_of(model_type: str, name: str = "the model") -> Family:
+    """``FAMILIES[model_type]``, or a one-line error naming the supported families."""
+    if model_type not in FAMILIES:
+        fail(f"{name} is a {model_type!r} model; tfsent fine-tunes WordPiece encoders: "
+             f"{SUPPORTED} (pass --model with one of those, e.g. distilbert-base-uncased)")
+    return FAMILIES[model_type]
+
+
+def tiny_config(family: str, vocab_size: int, width: int = 64, **overrides) -> PretrainedConfig:
+    """A 2-layer, ``width``-wide model config of ``family``: trains on 2 CPU cores in a minute.
+
+    >>> config = tiny_config("distilbert", vocab_size=100, num_labels=3)
+    >>> type(config).__name__, config.dim, config.n_layers, config.num_labels
+    ('DistilBertConfig', 64, 2, 3)
+    """
+    from transformers import AutoConfig
+
+    sizes = {"{width}": width, "{2width}": 2 * width, "{half}": max(width // 2, 1)}
+    values = {k: sizes.get(v, v) if isinstance(v, str) else v
+              for k, v in FAMILIES[family].tiny_sizes.items()}
+    return AutoConfig.for_model(family, vocab_size=vocab_size, max_position_embeddings=512,
+                                **{**values, **overrides})
 
 
 def tiny_bert_config(vocab_size: int, **overrides):
     """A 2-layer, 64-wide BERT: trains on 2 CPU cores in a minute."""
-    from transformers import BertConfig
-
-    values = dict(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=512,
-    )
-    values.update(overrides)
-    return BertConfig(**values)
+    return tiny_config("bert", vocab_size, **overrides)
 
 
-def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTrainedTokenizerFast:
-    """A lowercase BERT WordPiece tokenizer (``BertTokenizerFast``) with a vocabulary built from
-    ``texts``: the special tokens, every character they hold (alone and as a ``##``
-    continuation, so no text becomes ``[UNK]``), then their most frequent words, ties in
+def wordpiece_tokenizer_class(family: str) -> type:
+    """The HF fast tokenizer class of ``family`` (``DistilBertTokenizerFast``, ...): each is BERT's
+    WordPiece, with the family's ``model_input_names``."""
+    import transformers
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+
+    return getattr(transformers, TOKENIZER_MAPPING_NAMES[family][1])
+
+
+def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000,
+                         family: str = "bert") -> PreTrainedTokenizerFast:
+    """A lowercase WordPiece tokenizer of ``family`` (``BertTokenizerFast`` for BERT) with a
+    vocabulary built from ``texts``: the special tokens, every character they hold (alone and as
+    a ``##`` continuation, so no text becomes ``[UNK]``), then their most frequent words, ties in
     alphabetical order, up to ``vocab_size`` entries. Words not in it split into characters.
 
     The same texts give the same vocabulary in every process, so a run and its rerun, the demo
@@ -68,7 +163,6 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTra
 
     from tokenizers.normalizers import BertNormalizer
     from tokenizers.pre_tokenizers import BertPreTokenizer
-    from transformers import BertTokenizerFast
 
     normalizer, splitter = BertNormalizer(lowercase=True), BertPreTokenizer()
     counts: Counter[str] = Counter()
@@ -86,11 +180,12 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> PreTra
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.txt"  # the format BERT tokenizers load
         vocab_file.write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
-        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+        return wordpiece_tokenizer_class(family)(vocab_file=str(vocab_file), do_lower_case=True)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
-    """The fast (Rust) tokenizer of a Hub id or a local folder."""
+    """The fast (Rust) tokenizer of a Hub id or a local folder; a WordPiece one, or a one-line
+    error."""
     from transformers import AutoTokenizer
 
     _check_local(name_or_path, "tokenizer")
@@ -99,63 +194,87 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
     except (OSError, ValueError) as err:
         fail(_hub_message(name_or_path, "tokenizer", err))
     if not tokenizer.is_fast:
-        fail(f"{name_or_path} has no fast tokenizer; use a BERT model with tokenizer.json")
+        fail(f"{name_or_path} has no fast tokenizer (tokenizer.json); tfsent needs the WordPiece "
+             f"tokenizer of a {SUPPORTED} model")
+    wordpiece_spec(tokenizer, name_or_path)
     return tokenizer
+
+
+def wordpiece_spec(tokenizer: PreTrainedTokenizerFast, name: str = "the") -> dict[str, Any]:
+    """The tokenizer's ``tokenizer.json`` as a dict, if it is BERT's WordPiece pipeline (what the
+    serving graph can rebuild); else a one-line error naming what it is and what is supported."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    kinds = tuple(str((spec.get(part) or {}).get("type"))
+                  for part in ("normalizer", "pre_tokenizer", "model"))
+    if kinds != WORDPIECE:
+        fail(f"{name} tokenizer is {'/'.join(kinds)}; tfsent supports WordPiece tokenizers "
+             f"({'/'.join(WORDPIECE)}) of {SUPPORTED} models, not BPE or SentencePiece ones")
+    if tokenizer.pad_token_id != 0:
+        # Training pads with 0 and masks by it (tfsent.features), as BERT vocabularies put [PAD]
+        # there.
+        fail(f"{name} tokenizer has pad token {tokenizer.pad_token!r} at id "
+             f"{tokenizer.pad_token_id}; tfsent needs [PAD] at id 0, as in BERT vocabularies")
+    return spec
 
 
 def build_model(
     name_or_path: str, label_names: Sequence[str], tokenizer: PreTrainedTokenizerFast
-) -> TFBertForSequenceClassification:
-    """A ``TFBertForSequenceClassification`` with a fresh head for ``label_names``."""
-    from transformers import BertConfig, TFBertForSequenceClassification
+) -> TFPreTrainedModel:
+    """A ``TF*ForSequenceClassification`` of a supported family with a fresh head for
+    ``label_names`` (``TFBertForSequenceClassification`` for BERT)."""
+    from transformers import TFAutoModelForSequenceClassification
 
     labels = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: i for i, name in enumerate(label_names)},
     }
-    if name_or_path == TINY:
-        model = TFBertForSequenceClassification(tiny_bert_config(len(tokenizer), **labels))
+    family = tiny_family(name_or_path)
+    if family is not None:
+        model = TFAutoModelForSequenceClassification.from_config(
+            tiny_config(family, len(tokenizer), **labels))
         model(model.dummy_inputs, training=False)  # create the variables now
         return model
-    _check_local(name_or_path, "model")
+    config = _load_config(name_or_path, **labels)
+    family_of(config.model_type, name_or_path)
     path = Path(name_or_path)
     if path.is_dir() and not any((path / f).is_file() for f in TF_WEIGHTS):
         if any((path / f).is_file() for f in PT_WEIGHTS):
-            config = BertConfig.from_pretrained(path, **labels)
             return load_pytorch_safetensors(path / PT_WEIGHTS[0], config)
         fail(
             f"model folder {name_or_path} has no weights ({', '.join(TF_WEIGHTS + PT_WEIGHTS)}); "
             "point --model at a folder saved with save_pretrained or at a Hub id"
         )
     try:
-        return TFBertForSequenceClassification.from_pretrained(name_or_path, **labels)
+        return TFAutoModelForSequenceClassification.from_pretrained(name_or_path, config=config)
     except OSError as err:
         fail(_hub_message(name_or_path, "model", err))
 
 
-def load_pytorch_safetensors(file: Path, config) -> TFBertForSequenceClassification:
-    """Build the TF model and copy a PyTorch ``model.safetensors`` (BertModel or task keys) in.
+def load_pytorch_safetensors(file: Path, config: PretrainedConfig) -> TFPreTrainedModel:
+    """Build the TF model and copy a PyTorch ``model.safetensors`` (base model or task keys) in.
 
-    Sentence-transformers checkpoints hold a bare ``BertModel`` whose keys lack the ``bert.``
-    prefix of the task model. Only the classifier stays newly initialised.
+    Sentence-transformers checkpoints hold a bare base model (``BertModel``) whose keys lack the
+    ``bert.`` (``distilbert.``, ...) prefix of the task model. Only the head stays newly
+    initialised.
     """
     from safetensors.numpy import load_file
-    from transformers import TFBertForSequenceClassification
+    from transformers import TFAutoModelForSequenceClassification
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     state = load_file(str(file))
-    state = {
-        k if k.startswith(("bert.", "classifier.")) else f"bert.{k}": v for k, v in state.items()
-    }
-    model = TFBertForSequenceClassification(config)
+    model = TFAutoModelForSequenceClassification.from_config(config)
+    prefix = f"{model.base_model_prefix}."
+    if not any(k.startswith(prefix) for k in state):
+        state = {f"{prefix}{k}": v for k, v in state.items()}
     model(model.dummy_inputs, training=False)
     model, info = load_pytorch_state_dict_in_tf2_model(
         model, state, allow_missing_keys=True, output_loading_info=True
     )
-    missing = [k for k in info["missing_keys"] if not k.startswith("classifier")]
+    missing = [k for k in info["missing_keys"] if k.startswith(prefix)]
     if missing:
-        fail(f"{file} does not hold BERT weights (missing {missing[0]} and more); use a BERT model")
+        fail(f"{file} does not hold {config.model_type} weights (missing {missing[0]} and more); "
+             f"use a {config.model_type} checkpoint")
     model.loading_info = info  # which weights came from the file: checked by tests
     return model
 
@@ -258,6 +377,16 @@ def _check_local(name_or_path: str, what: str) -> None:
     looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_local and not path.exists():
         fail(f"{what} path {name_or_path} does not exist; pass an existing folder or a Hub id")
+
+
+def _load_config(name_or_path: str, **overrides) -> PretrainedConfig:
+    from transformers import AutoConfig
+
+    _check_local(name_or_path, "model")
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **overrides)
+    except (OSError, ValueError) as err:
+        fail(_hub_message(name_or_path, "model", err))
 
 
 def _hub_message(name: str, what: str, err: Exception) -> str:

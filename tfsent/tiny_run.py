@@ -61,16 +61,18 @@ def tiny_vocab() -> list[str]:
     return list(dict.fromkeys(tokens))
 
 
-def tiny_tokenizer(lowercase: bool = True):
-    """A ``BertTokenizerFast`` over :func:`tiny_vocab`."""
+def tiny_tokenizer(lowercase: bool = True, family: str = "bert"):
+    """The fast WordPiece tokenizer of ``family`` (``BertTokenizerFast`` for BERT) over
+    :func:`tiny_vocab`."""
     import tempfile
 
-    from transformers import BertTokenizerFast
+    from tfsent.model import wordpiece_tokenizer_class
 
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file = Path(tmp) / "vocab.txt"
         vocab_file.write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
-        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=lowercase)
+        return wordpiece_tokenizer_class(family)(vocab_file=str(vocab_file),
+                                                 do_lower_case=lowercase)
 
 
 def make_tiny_run_dir(
@@ -80,26 +82,26 @@ def make_tiny_run_dir(
     truncation: str = "head+tail",
     lowercase: bool = True,
     seed: int = 0,
+    family: str = "bert",
 ) -> Path:
-    """Write ``path/{config.json, model/, tokenizer/}`` as ``python -m tfsent.fit`` would."""
+    """Write ``path/{config.json, model/, tokenizer/}`` as ``python -m tfsent.fit`` would, with
+    an untrained tiny model of ``family``."""
     import tf_keras
-    from transformers import BertConfig, TFBertForSequenceClassification
+    from transformers import TFAutoModelForSequenceClassification
 
     from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tfsent.model import TINY, TINY_PREFIX, tiny_config
 
     run = Path(path)
     run.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer(lowercase)
+    tokenizer = tiny_tokenizer(lowercase, family)
     tokenizer.save_pretrained(run / "tokenizer")
 
     tf_keras.utils.set_random_seed(seed)  # same weights for the same seed
-    config = BertConfig(
+    config = tiny_config(
+        family,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
+        width=32,
         # Far above BERT's 0.02: an untrained model whose outputs depend clearly on the input,
         # so tests comparing predictions (or expecting both labels) can fail.
         initializer_range=0.5,
@@ -107,13 +109,14 @@ def make_tiny_run_dir(
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
     )
-    model = TFBertForSequenceClassification(config)
+    model = TFAutoModelForSequenceClassification.from_config(config)
     model(model.dummy_inputs, training=False)  # create the variables before saving
     model.save_pretrained(run / "model")
 
     RunConfig(
         DataConfig(dataset="demo"),
-        ModelConfig(model="tiny", max_length=max_length, truncation=truncation),
+        ModelConfig(model=TINY if family == "bert" else TINY_PREFIX + family,
+                    max_length=max_length, truncation=truncation),
         TrainConfig(output_dir=str(run), model_name="tfsent"),
     ).save(run / "config.json")
     return run
