@@ -36,7 +36,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -65,21 +65,24 @@ class Family:
 
     model_type: str  # transformers' config.model_type
     inputs: tuple[str, ...]  # what the model takes: the features and the token_ids signature
-    tiny_sizes: dict[str, Any]  # its tiny model's config, {width} standing for the hidden size
+    tiny_sizes: Callable[[int], dict[str, Any]]  # its tiny model's config for a hidden width
 
 
-_WIDE = {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": "{width}",
-         "intermediate_size": "{2width}"}
+def _two_layers(width: int, **extra: Any) -> dict[str, Any]:
+    return {"num_hidden_layers": 2, "num_attention_heads": 2, "hidden_size": width,
+            "intermediate_size": 2 * width, **extra}
+
+
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (
-    Family("bert", MODEL_INPUTS, _WIDE),
+    Family("bert", MODEL_INPUTS, _two_layers),
     # DistilBERT has no segment embeddings: it refuses token_type_ids.
     Family("distilbert", ("input_ids", "attention_mask"),
-           {"n_layers": 2, "n_heads": 2, "dim": "{width}", "hidden_dim": "{2width}"}),
-    Family("electra", MODEL_INPUTS, {**_WIDE, "embedding_size": "{width}"}),
-    Family("convbert", MODEL_INPUTS, {**_WIDE, "embedding_size": "{width}"}),
+           lambda w: {"n_layers": 2, "n_heads": 2, "dim": w, "hidden_dim": 2 * w}),
+    Family("electra", MODEL_INPUTS, lambda w: _two_layers(w, embedding_size=w)),
+    Family("convbert", MODEL_INPUTS, lambda w: _two_layers(w, embedding_size=w)),
     Family("mobilebert", MODEL_INPUTS,
-           {**_WIDE, "embedding_size": "{half}", "true_hidden_size": "{width}",
-            "intra_bottleneck_size": "{width}", "num_feedforward_networks": 1}),
+           lambda w: _two_layers(w, embedding_size=max(w // 2, 1), true_hidden_size=w,
+                                 intra_bottleneck_size=w, num_feedforward_networks=1)),
 )}
 SUPPORTED = ", ".join(FAMILIES)
 
@@ -127,16 +130,9 @@ def tiny_config(family: str, vocab_size: int, width: int = 64, **overrides) -> P
     """
     from transformers import AutoConfig
 
-    sizes = {"{width}": width, "{2width}": 2 * width, "{half}": max(width // 2, 1)}
-    values = {k: sizes.get(v, v) if isinstance(v, str) else v
-              for k, v in FAMILIES[family].tiny_sizes.items()}
+    values = {**FAMILIES[family].tiny_sizes(width), **overrides}
     return AutoConfig.for_model(family, vocab_size=vocab_size, max_position_embeddings=512,
-                                **{**values, **overrides})
-
-
-def tiny_bert_config(vocab_size: int, **overrides):
-    """A 2-layer, 64-wide BERT: trains on 2 CPU cores in a minute."""
-    return tiny_config("bert", vocab_size, **overrides)
+                                **values)
 
 
 def wordpiece_tokenizer_class(family: str) -> type:
