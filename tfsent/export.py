@@ -411,8 +411,11 @@ def sentiment_module_class() -> type:
             # Tracked assets are copied into assets/ (and their paths made relative) on save.
             self.assets = {key: tf.saved_model.Asset(str(path)) for key, path in assets.items()}
             # The signature's inputs are named by the specs: their number varies by family.
+            def serve_token_ids(*ids):
+                return self.predict(dict(zip(self.inputs, ids, strict=True)))
+
             self.serve_token_ids = tf.function(
-                lambda *ids: self.predict(dict(zip(self.inputs, ids, strict=True))),
+                serve_token_ids,
                 input_signature=[tf.TensorSpec([None, None], tf.int64, name=name)
                                  for name in self.inputs],
                 autograph=False)

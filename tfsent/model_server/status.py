@@ -12,6 +12,9 @@ absolute server paths are internals a client must not see::
     ...               "(most recent call last):\\n  File \\"/srv/app.py\\", line 3\\n\\nindices[0] "
     ...               "= 7 is not in [0, 3)\\n\\t [[{{node model/Gather}}]] [Op:__inference_f_8]")
     'indices[0] = 7 is not in [0, 3)'
+    >>> clean_message("{{function_node __inference_g_9}} indices[0] = 7 is not in [0, 3) "
+    ...               "[[{{function_node __inference_f_8}}{{node model/Gather}}]]")
+    'indices[0] = 7 is not in [0, 3)'
     >>> clean_message("no file at /srv/models/tfsent/3/saved_model.pb", ["/srv/models/tfsent"])
     'no file at 3/saved_model.pb'
 """
@@ -48,9 +51,11 @@ _HTTP_STATUS = {
 # tensorflow.error.Code numbers are gRPC's canonical codes.
 _BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
 
+# Where in the graph: "[[{{node a/b}}]]", "[[{{function_node f}}{{node a/b}}]]" (an error inside a
+# called function), a leading "{{function_node f}}", "[Op:f]", "(defined at ...)".
 _NODE = re.compile(
-    r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]|\s*\(defined at [^)]*\)"
-    r"|<stack traces unavailable>\s*"
+    r"\s*\[\[(?:\{\{(?:function_)?node [^}]*\}\})+\]\]|\{\{function_node [^}]*\}\}\s*"
+    r"|\s*\[Op:[^\]]*\]|\s*\(defined at [^)]*\)|<stack traces unavailable>\s*"
 )
 _DETECTED = re.compile(r"^(Detected at node|Detected unsupported operations|Node:)", re.I)
 _PATH_PART = r"[^\s/'\"`,;:()\[\]{}<>|]"
