@@ -24,7 +24,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.record import Skipped, make_parser, markdown_table, report_skip, write_result
+from benchmarks.record import (
+    Skipped,
+    make_parser,
+    markdown_table,
+    report_skip,
+    start_run,
+    write_result,
+)
 from benchmarks.sources import (
     DEMO,
     TINY,
@@ -115,6 +122,7 @@ def measure(args, data: str, model: str, output_dir: str, export_dir: str) -> di
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = start_run()
     if args.quick:
         data, model = args.data or DEMO, args.model or TINY
         if args.validation_size == 5000:
@@ -132,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                               str(Path(tmp) / "exported"))
     else:
         numbers = measure(args, data, model, args.output_dir, args.export_dir)
-    result = write_result(NAME, argv, args.quick, args.results_dir, numbers)
+    result = write_result(NAME, argv, args.quick, args.results_dir, numbers,
+                          started=started)
     print(table(result))
     return 0
 

@@ -23,7 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.record import Skipped, make_parser, markdown_table, report_skip, write_result
+from benchmarks.record import (
+    Skipped,
+    make_parser,
+    markdown_table,
+    report_skip,
+    start_run,
+    write_result,
+)
 from benchmarks.sources import (
     DEMO,
     TINY,
@@ -140,6 +147,7 @@ def measure(args, data: str, model: str, output_dir: str, test_csv: Path) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = start_run()
     if args.quick:  # a smoke run: seconds, not the real tarball's minutes
         data, model = resolve_data(args.data or DEMO, True), resolve_model(args.model or TINY, True)
     else:
@@ -157,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         output = Path(args.output_dir)
         numbers = measure(args, data, model, args.output_dir,
                           output.with_name(f"{output.name}-held-out.csv"))
-    result = write_result(NAME, argv, args.quick, args.results_dir, numbers)
+    result = write_result(NAME, argv, args.quick, args.results_dir, numbers,
+                          started=started)
     print(table(result))
     return 0
 

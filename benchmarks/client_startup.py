@@ -26,7 +26,14 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from benchmarks.record import REPO, make_parser, markdown_table, parse_sized_args, write_result
+from benchmarks.record import (
+    REPO,
+    make_parser,
+    markdown_table,
+    parse_sized_args,
+    start_run,
+    write_result,
+)
 from tfsent.errors import fail, run_cli
 
 NAME = "client_startup"
@@ -52,6 +59,8 @@ def parse_args(argv: Sequence[str] | None):
                         help="Commit whose client is 'before' (read with git archive).")
     parser.add_argument("--before-tree",
                         help="A source tree of the 'before' code instead of --before-rev.")
+    parser.add_argument("--before-module", default=BEFORE_MODULE,
+                        help="The 'before' tree's client module, whose import is timed.")
     parser.add_argument("--model-base-path",
                         help="Export to serve (default: a tiny export in a temporary folder; "
                         "start-up does not depend on the model's size).")
@@ -122,7 +131,7 @@ def before_tree(args, tmp: Path) -> Iterator[Path]:
 
 def tiny_export(folder: Path, model_name: str) -> Path:
     from tfsent.export import export_run
-    from tfsent.tiny_run import make_tiny_run_dir
+    from tfsent.testing import make_tiny_run_dir
 
     return export_run(make_tiny_run_dir(folder / "run"), folder / "exported", model_name).parent
 
@@ -135,7 +144,7 @@ def summarize(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
 def run_benchmark(args, before: Path, base_path: Path) -> dict[str, Any]:
     from tfsent.model_server.process import start_server
 
-    trees = {"before": (before, BEFORE_MODULE), "after": (REPO, AFTER_MODULE)}
+    trees = {"before": (before, args.before_module), "after": (REPO, AFTER_MODULE)}
     imports: dict[str, list] = {name: [] for name in trees}
     predicts: dict[str, dict[str, list]] = {p: {name: [] for name in trees} for p in PROTOCOLS}
     with start_server(base_path.resolve(), args.model_name,
@@ -196,6 +205,7 @@ def _ratio(a: float, b: float) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = start_run()
     with tempfile.TemporaryDirectory(prefix="tfsent-client-startup-") as tmp:
         tmp = Path(tmp)
         if args.model_base_path:
@@ -206,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             base_path = tiny_export(tmp, args.model_name)
         with before_tree(args, tmp) as before:
-            load_before = os.getloadavg()
             results = run_benchmark(args, before, base_path)
-            load_after = os.getloadavg()
     numbers = {
         "settings": {
             "repeats": args.repeats,
@@ -216,12 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             "model_base_path": args.model_base_path or "tiny export (temporary)",
             "model_name": args.model_name,
             "review": REVIEW,
-            # Start-up is disk- and CPU-bound: other jobs on the machine show in the times.
-            "load_average_1min": {"start": load_before[0], "end": load_after[0]},
         },
         **results,
     }
-    result = write_result(NAME, argv, args.quick, args.results_dir, numbers)
+    result = write_result(NAME, argv, args.quick, args.results_dir, numbers,
+                          started=started)
     print(table(result))
     return 0
 
@@ -246,10 +253,17 @@ def table(result: dict[str, Any]) -> str:
             f"{result['request_ms']['rest']:.1f} ms over REST. TensorFlow imported by the "
             f"client: before {'yes' if imports['before']['tensorflow_imported'] else 'no'}, "
             f"now {'yes' if imports['after']['tensorflow_imported'] else 'no'}.")
-    load = result["settings"].get("load_average_1min")
+    # Start-up is disk- and CPU-bound: other jobs on the machine show in the times.
+    load = result.get("load")
     if load:
+        note += (f" Other processes used {100 * load['run']['others_cpu_share']:.0f}% of the "
+                 f"machine's {load['cpus']} CPUs over the run; load average (1 min) "
+                 f"{load['start']['loadavg'][0]:.1f} at the start, "
+                 f"{load['end']['loadavg'][0]:.1f} at the end.")
+    elif "load_average_1min" in result["settings"]:  # recorded before benchmarks.record did
+        old = result["settings"]["load_average_1min"]
         note += (f" Load average (1 min) on the machine's {result['machine']['cores']} cores: "
-                 f"{load['start']:.1f} at the start, {load['end']:.1f} at the end.")
+                 f"{old['start']:.1f} at the start, {old['end']:.1f} at the end.")
     return markdown_table(["measurement", f"before ({before}) s", "now s", "speed-up", "goal"],
                           rows) + note
 

@@ -1,5 +1,5 @@
 """Kill runs: SIGKILL ``python -m tfsent.fit`` and ``python -m tfsent.export`` at chosen moments,
-rerun the same command, and compare with an uninterrupted run (issue 10 §5).
+rerun the same command, and compare with an uninterrupted run.
 
 Every process is a real ``python -m ...`` subprocess on the offline demo (``--config demo``), so
 what is measured is what a user's rerun does after ``kill -9``. Moments are detected from what
@@ -28,14 +28,14 @@ left behind. An export cell passes when, after the kill, every version folder pr
 (no half version) and, after the rerun, there is exactly one more complete version and no
 staging folder.
 
-    python -m benchmarks.kill_runs [--workdir DIR] [--output results.json]
+    python -m benchmarks.kill_runs [--workdir DIR]    # all ten cells: about 10 minutes
+    python -m benchmarks.kill_runs --quick            # one export cell on a tiny run dir
 
 :func:`run_kill_cells` returns the record (``benchmarks/reliability.py`` commits it).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -51,6 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.record import make_parser, start_run, write_result
+from tfsent.errors import run_cli
+
+NAME = "kill_runs"
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 BACKUP_EVERY_STEPS = 10
@@ -331,12 +335,9 @@ def run_export_cell(cell: ExportCell, workdir: Path, run: Path) -> dict[str, Any
 # --- all cells ------------------------------------------------------------------------------
 
 
-def run_kill_cells(workdir: Path) -> dict[str, Any]:
-    """Run the reference fit, the five fit kill cells and the five export kill cells under
-    ``workdir`` (created; about 10 minutes on 2 CPU cores); return the record."""
-    workdir = Path(workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+def reference_fit(workdir: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The uninterrupted fit every fit cell is compared with: (its run dir, what the cells
+    compare, its summary)."""
     ref_run, ref_exported = workdir / "reference" / "run", workdir / "reference" / "exported"
     shutil.rmtree(workdir / "reference", ignore_errors=True)
     (workdir / "reference").mkdir()
@@ -345,20 +346,36 @@ def run_kill_cells(workdir: Path) -> dict[str, Any]:
         raise RuntimeError("the reference fit failed: " + " | ".join(reference_process.tail(8)))
     metrics = json.loads((ref_run / "metrics.json").read_text())
     rows = read_history(ref_run)
-    reference = {"metrics": metrics, "validation_columns": _validation_columns(rows)}
-    fit_cells = [run_fit_cell(cell, workdir, reference) for cell in FIT_CELLS]
-    export_cells = [run_export_cell(cell, workdir, ref_run) for cell in EXPORT_CELLS]
+    summary = {
+        "epochs": [int(r["epoch"]) + 1 for r in rows],
+        "best_epoch": metrics["best_epoch"],
+        "validation_accuracy": metrics["validation"]["accuracy"],
+        "validation_loss": metrics["validation"]["loss"],
+        "seconds": round(reference_process.seconds, 1),
+    }
+    return ref_run, {"metrics": metrics, "validation_columns": _validation_columns(rows)}, summary
+
+
+def run_kill_cells(workdir: Path, quick: bool = False) -> dict[str, Any]:
+    """Run the reference fit, the five fit kill cells and the five export kill cells under
+    ``workdir`` (created; about 10 minutes on 2 CPU cores); return the record. ``quick``: only
+    the first export cell, on a tiny run dir (no fit)."""
+    from tfsent.testing import make_tiny_run_dir
+
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if quick:
+        run, summary, fit_cells = make_tiny_run_dir(workdir / "tiny-run"), None, []
+        export_cells = [run_export_cell(EXPORT_CELLS[0], workdir, run)]
+    else:
+        run, reference, summary = reference_fit(workdir)
+        fit_cells = [run_fit_cell(cell, workdir, reference) for cell in FIT_CELLS]
+        export_cells = [run_export_cell(cell, workdir, run) for cell in EXPORT_CELLS]
     return {
-        "benchmark": "kill_runs",
-        "command": "python -m tfsent.fit " + " ".join(FIT_ARGS)
+        "fit_command": "python -m tfsent.fit " + " ".join(FIT_ARGS)
         + " --output-dir RUN --export-dir EXPORTED",
-        "reference": {
-            "epochs": [int(r["epoch"]) + 1 for r in rows],
-            "best_epoch": metrics["best_epoch"],
-            "validation_accuracy": metrics["validation"]["accuracy"],
-            "validation_loss": metrics["validation"]["loss"],
-            "seconds": round(reference_process.seconds, 1),
-        },
+        "reference": summary,
         "fit_cells": fit_cells,
         "export_cells": export_cells,
         "passed": sum(c["ok"] for c in fit_cells + export_cells),
@@ -385,19 +402,17 @@ def format_table(record: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kill_runs",
-                                     description=__doc__.split("\n\n")[0])
+    parser = make_parser(NAME, __doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=None,
                         help="Where the runs go (default: a temporary folder, removed after).")
-    parser.add_argument("--output", default=None, help="Also write the record (JSON) here.")
     args = parser.parse_args(argv)
+    started = start_run()
     with tempfile.TemporaryDirectory(prefix="kill-runs-") as tmp:
-        record = run_kill_cells(Path(args.workdir or tmp))
+        record = run_kill_cells(Path(args.workdir or tmp), quick=args.quick)
+    write_result(NAME, argv, args.quick, args.results_dir, record, started=started)
     print(format_table(record))
-    if args.output:
-        Path(args.output).write_text(json.dumps(record, indent=2) + "\n")
     return 0 if record["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

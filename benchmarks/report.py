@@ -1,26 +1,38 @@
-"""The README's "Results" section, rendered from the committed results in ``benchmarks/results/``.
+"""The README's "Results" section, rendered from the committed results in ``benchmarks/results/``,
+and the check that every figure the README states is one of those results.
 
 Only full runs count (``<name>.json``; never the ``*.quick.json`` smoke runs). A benchmark
 without a result renders as "not measured yet", with the command that measures it::
 
     python -m benchmarks.report            # print the section
-    python -m benchmarks.report --write    # replace it in README.md (appended if missing)
-    python -m benchmarks.report --check    # exit 1 if README.md's section is out of date
+    python -m benchmarks.report --write    # rewrite it, the generated tables and cited figures
+    python -m benchmarks.report --check    # one line per problem, exit 1 if there is any
 
-The section lies between ``<!-- results:start -->`` and ``<!-- results:end -->``.
+The section lies between ``<!-- results:start -->`` and ``<!-- results:end -->``; a generated
+table between ``<!-- table:<name>:start -->`` and ``<!-- table:<name>:end -->`` (the table the
+benchmark ``<name>`` prints); figures in prose cite their result (``benchmarks.figures``).
+``--check`` reports: a result that records no commit or no load, a commit that is not in HEAD's
+history (``git merge-base --is-ancestor``) or a tree that had uncommitted changes, a section or
+table out of date, a cited figure that differs from its result or cites none, and a figure
+between ``<!-- figures:start -->`` and ``<!-- figures:end -->`` that cites no result. It checks
+README.md and benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import re
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.figures import check_figures, update_figures
 from benchmarks.machine import describe
-from benchmarks.record import REPO, RESULTS_DIR, markdown_table, number
+from benchmarks.record import BENCHMARKS_DIR, REPO, RESULTS_DIR, markdown_table, number
 from tfsent.errors import fail, run_cli
 
 START = "<!-- results:start -->"
@@ -85,16 +97,17 @@ def _client_startup(r: dict[str, Any]) -> str:
 
 
 def _reliability(r: dict[str, Any]) -> str:
-    load, bad = r["load"], r["bad_requests"]
-    requests = load["rest"]["requests"] + load["grpc"]["requests"]
-    failures = (load["rest"]["failures"] + load["grpc"]["failures"] + r["hot_swap"]["failures"]
+    from benchmarks.reliability import bad_request_summary, sustained_load
+
+    cell = sustained_load(r)
+    requests = cell["rest"]["requests"] + cell["grpc"]["requests"]
+    failures = (cell["rest"]["failures"] + cell["grpc"]["failures"] + r["hot_swap"]["failures"]
                 + r["half_written"]["failures"])
-    growth = max(abs(load[p].get("rss_growth") or 0) for p in ("rest", "grpc"))
-    total = bad["count"]["rest"] + bad["count"]["grpc"]
+    growth = max(abs(cell[p].get("rss_growth") or 0) for p in ("rest", "grpc"))
     return (f"**{failures} failures** in {requests:,} requests at concurrency "
             f"{r['settings']['concurrency']} and through a hot swap and half-written versions; "
-            f"server RSS within {100 * growth:.1f}%; {bad['as_expected']}/{total} bad requests "
-            "answered with TF Serving's code")
+            f"server RSS within {100 * growth:.1f}%; bad requests: "
+            f"{bad_request_summary(r['bad_requests'])}")
 
 
 def _long_reviews(r: dict[str, Any]) -> str:
@@ -123,14 +136,15 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
 EXPLANATIONS = {
     "train_speed": "A is the usual recipe (pad every review to max length, "
     "`from_tensor_slices`, float32); B is tfsent (length bucketing, dynamic padding, prefetch, "
-    "bf16 where the CPU has it). Same model, reviews, seed and lr schedule; medians over "
-    "alternating repeats; FLOP/s against a bf16 matmul measured in the same run.",
+    "bf16 where the CPU has it). Same model, reviews, seed and lr schedule, but not the same "
+    "tokens of a long review: each cuts it its own way ({truncation}). {repeats}; FLOP/s "
+    "against a bf16 matmul measured in the same run.",
     "accuracy": "`tfsent.fit` on the IMDB train split minus a stratified 5,000-review "
     "validation split; the published figures are IMDB test-set accuracies.",
     "tokenization": "The exported model's in-graph tokenizer (tensorflow-text, in a "
     "`tf.function`) against the HF fast tokenizer as training uses it, on the same raw reviews.",
     "serving": "`python -m tfsent.serve` on loopback, one review per request, against the "
-    "in-process SavedModel call; medians over rounds.",
+    "in-process SavedModel call; {repeats}.",
     "calibration": "A reduced real run, not the full accuracy run: `tfsent.fit` fits one "
     "temperature T on the validation split (temperature scaling, Guo et al. 2017); the held-out "
     "reviews, from the same train tarball but neither trained on nor used to fit T, are scored "
@@ -144,7 +158,9 @@ EXPLANATIONS = {
     "retries: a long load per protocol (server RSS compared between the first and the last "
     "thousand requests), a new version exported and the old one deleted under load, version "
     "folders that appear before they are complete, a corpus of bad requests each followed by a "
-    "good one, and SIGKILL of `fit` / `export` (`benchmarks.kill_runs`).",
+    "good one (`benchmarks/bad_requests.py`: most are answered as TF Serving answers them, the "
+    "rest run into limits only tfsent has: instances per request, request size, config "
+    "reloads, JSON nesting), and SIGKILL of `fit` / `export` (`benchmarks.kill_runs`).",
     "long_reviews": "One review per call or request: the median-length real review, and real "
     "reviews joined into 1 MB and 100 MB. The serving graph reads only the ends of a long text "
     "(`GraphTokenizer.trim`); in-process is the export's `serving_default` in a fresh process "
@@ -152,34 +168,69 @@ EXPLANATIONS = {
     "`python -m tfsent.serve` with its request-size limits off, and *transport* is the same "
     "request to a signature the model lacks (received and parsed, then refused).",
 }
+# The benchmarks whose ``table(result)`` the README shows.
+MODULES = ("train_speed", "accuracy", "tokenization", "serving", "calibration", "client_startup",
+           "reliability", "long_reviews")
+
+
+def benchmark_module(name: str) -> Any:
+    """``benchmarks.<name>`` (imported when needed: most pull in TensorFlow)."""
+    if name not in MODULES:
+        raise KeyError(name)
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def detail_table(name: str, result: dict[str, Any]) -> str:
-    from benchmarks import (
-        accuracy,
-        calibration,
-        client_startup,
-        long_reviews,
-        reliability,
-        serving,
-        tokenization,
-        train_speed,
-    )
-
-    modules = {"train_speed": train_speed, "accuracy": accuracy, "tokenization": tokenization,
-               "serving": serving, "calibration": calibration, "client_startup": client_startup,
-               "reliability": reliability, "long_reviews": long_reviews}
-    return modules[name].table(result)
+    return benchmark_module(name).table(result)
 
 
-def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """The full-run results present in ``results_dir``, by benchmark name."""
+def explanation(name: str, result: dict[str, Any]) -> str:
+    """The paragraph above a benchmark's table, with what its run did where that varies."""
+    settings = result.get("settings", {})
+    repeats = settings.get("repeats")
+    if name == "serving":
+        how = ("one round of cells (`--repeats 1`): single measurements, no medians"
+               if repeats == 1 else f"medians over {repeats} rounds")
+        return EXPLANATIONS[name].format(repeats=how)
+    if name == "train_speed":
+        how = ("One run of each (`--repeats 1`): no medians" if repeats == 1
+               else f"Medians over {repeats} alternating repeats")
+        cuts = settings.get("truncation", {"A": "head", "B": "head+tail"})
+        truncation = "; ".join(f"{config}: {cut}" for config, cut in cuts.items())
+        return EXPLANATIONS[name].format(repeats=how, truncation=truncation)
+    return EXPLANATIONS[name]
+
+
+def provenance(result: dict[str, Any]) -> str:
+    """The line under a result: machine, date, commit, command and the machine's load."""
+    text = f"Machine: {describe(result['machine'])}; measured {result['date'][:10]}"
+    commit, load = result.get("commit"), result.get("load")
+    if commit and commit.get("sha"):
+        text += f" at commit {commit['sha'][:10]}" + ("" if commit.get("clean")
+                                                      else " (with uncommitted changes)")
+    text += f" with `{result['command']}`"
+    if load and "run" in load:
+        text += (f"; other processes used {100 * load['run']['others_cpu_share']:.0f}% of the "
+                 f"machine's {load['cpus']} CPUs over the run (load average "
+                 f"{load['start']['loadavg'][0]:.1f} at the start, "
+                 f"{load['end']['loadavg'][0]:.1f} at the end)")
+    else:
+        text += "; its commit and the machine's load were not recorded"
+    return text + "."
+
+
+def load_results(results_dir: Path, names: Sequence[str] | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """The full-run results present in ``results_dir`` (every ``<name>.json``, or those of
+    ``names``), by benchmark name."""
+    paths = ([results_dir / f"{name}.json" for name in names] if names is not None
+             else sorted(p for p in results_dir.glob("*.json")
+                         if not p.name.endswith(".quick.json")))
     results = {}
-    for name in BENCHMARKS:
-        path = results_dir / f"{name}.json"
+    for path in paths:
         if path.is_file():
             try:
-                results[name] = json.loads(path.read_text())
+                results[path.stem] = json.loads(path.read_text())
             except json.JSONDecodeError as err:
                 fail(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); rerun the "
                      "benchmark or restore the file")
@@ -188,7 +239,7 @@ def load_results(results_dir: Path) -> dict[str, dict[str, Any]]:
 
 def render(results_dir: Path) -> str:
     """The Results section, markers excluded."""
-    results = load_results(results_dir)
+    results = load_results(results_dir, list(BENCHMARKS))
     rows = []
     for name, (title, summary) in BENCHMARKS.items():
         command = f"`python -m benchmarks.{name}`"
@@ -200,8 +251,9 @@ def render(results_dir: Path) -> str:
         "## Results",
         "",
         "Measured by the scripts in [`benchmarks/`](benchmarks/README.md); every number, the "
-        "exact command and the machine are in `benchmarks/results/*.json`. This section is "
-        "generated: `python -m benchmarks.report --write`.",
+        "exact command, the commit, the machine and its load are in "
+        "`benchmarks/results/*.json`. This section is generated: "
+        "`python -m benchmarks.report --write`.",
         "",
         markdown_table(["benchmark", "result", "command"], rows),
     ]
@@ -209,17 +261,8 @@ def render(results_dir: Path) -> str:
         if name not in results:
             continue
         result = results[name]
-        lines += [
-            "",
-            f"### {title}",
-            "",
-            EXPLANATIONS[name],
-            "",
-            detail_table(name, result),
-            "",
-            f"Machine: {describe(result['machine'])}; measured {result['date'][:10]} with "
-            f"`{result['command']}`.",
-        ]
+        lines += ["", f"### {title}", "", explanation(name, result), "",
+                  detail_table(name, result), "", provenance(result)]
     return "\n".join(lines) + "\n"
 
 
@@ -239,6 +282,102 @@ def current_section(readme: str) -> str | None:
     return readme.split(START, 1)[1].split(END, 1)[0].lstrip("\n")
 
 
+_TABLE = re.compile(r"(<!-- table:(\w+):start -->\n)(.*?)(<!-- table:\2:end -->)", re.S)
+
+
+def update_tables(text: str, results: dict[str, dict[str, Any]]) -> str:
+    """Every generated table (``<!-- table:<name>:start -->`` ... ``end``) rendered anew."""
+    def replace(match: re.Match) -> str:
+        name = match[2]
+        if name not in MODULES:  # left as it is; --check names it
+            return match[0]
+        body = (detail_table(name, results[name]) if name in results
+                else f"{NOT_MEASURED}: `python -m benchmarks.{name}`")
+        return f"{match[1]}{body}\n{match[4]}"
+
+    return _TABLE.sub(replace, text)
+
+
+def _table_problems(text: str, results: dict[str, dict[str, Any]], label: str) -> list[str]:
+    problems = []
+    for match in _TABLE.finditer(text):
+        if match[2] not in MODULES:
+            problems.append(f"{label}: <!-- table:{match[2]} --> names no benchmark")
+        elif update_tables(match[0], results) != match[0]:
+            problems.append(f"{label}: the {match[2]} table is out of date; run python -m "
+                            "benchmarks.report --write")
+    return problems
+
+
+def _is_ancestor(sha: str, repo: Path) -> bool:
+    done = subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", sha, "HEAD"],
+                          capture_output=True, timeout=60)
+    return done.returncode == 0
+
+
+def result_problems(results_dir: Path, repo: Path) -> list[str]:
+    """Results the code as it is cannot be said to reproduce."""
+    problems = []
+    rerun = "rerun python -m benchmarks.{}"
+    for name, result in load_results(results_dir).items():
+        where = f"{results_dir / name}.json"
+        commit, load = result.get("commit"), result.get("load")
+        if not (isinstance(commit, dict) and commit.get("sha")):
+            problems.append(f"{where}: records no commit; {rerun.format(name)}")
+        elif not _is_ancestor(commit["sha"], repo):
+            problems.append(f"{where}: commit {commit['sha'][:10]} is not in HEAD's history; "
+                            f"{rerun.format(name)}")
+        elif not commit.get("clean"):
+            problems.append(f"{where}: measured with uncommitted changes "
+                            f"({', '.join(commit.get('changed', [])[:3])}); commit them and "
+                            f"{rerun.format(name)}")
+        if not (isinstance(load, dict) and "start" in load and "end" in load):
+            problems.append(f"{where}: records no load of the machine; {rerun.format(name)}")
+    return problems
+
+
+def _blank_section(readme: str) -> str:
+    """``readme`` with the Results section's lines emptied (line numbers kept)."""
+    section = current_section(readme)
+    if section is None:
+        return readme
+    before, rest = readme.split(START, 1)
+    return before + START + "\n" * rest.split(END, 1)[0].count("\n") + END + rest.split(END, 1)[1]
+
+
+def check(readme_path: Path, docs: Sequence[Path], results_dir: Path, repo: Path) -> list[str]:
+    """Every problem, one line each (none: the README states only what the results hold)."""
+    results = load_results(results_dir)
+    problems = result_problems(results_dir, repo)
+    readme = readme_path.read_text(encoding="utf-8")
+    if current_section(readme) != render(results_dir):
+        problems.append(f"{readme_path}: the Results section is out of date or missing; run "
+                        "python -m benchmarks.report --write")
+    for path in [readme_path, *docs]:
+        text = path.read_text(encoding="utf-8")
+        if path == readme_path:  # the generated section is checked whole, above
+            text = _blank_section(text)
+        problems += _table_problems(text, results, str(path))
+        problems += [p.message for p in check_figures(text, results, str(path))]
+    return problems
+
+
+def write(readme_path: Path, docs: Sequence[Path], results_dir: Path) -> list[Path]:
+    """Rewrite the Results section, the generated tables and the cited figures; the files
+    changed."""
+    results = load_results(results_dir)
+    changed = []
+    for path in [readme_path, *docs]:
+        text = path.read_text(encoding="utf-8")
+        updated = update_figures(update_tables(text, results), results)
+        if path == readme_path:
+            updated = replace_section(updated, render(results_dir))
+        if updated != text:
+            path.write_text(updated, encoding="utf-8")
+            changed.append(path)
+    return changed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0],
@@ -246,31 +385,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error = lambda message: fail(f"{message} (see --help)")  # one line, exit 2
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
-                      help="Exit 1 if README.md's Results section differs from the rendering.")
-    mode.add_argument("--write", action="store_true", help="Rewrite that section in place.")
+                      help="Print every problem, one line each; exit 1 if there is any.")
+    mode.add_argument("--write", action="store_true",
+                      help="Rewrite the Results section, generated tables and cited figures.")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR))
-    parser.add_argument("--readme", default=str(REPO / "README.md"))
+    parser.add_argument("--readme", default=str(REPO / "README.md"),
+                        help="The markdown file holding the Results section.")
+    parser.add_argument("--doc", action="append", default=None,
+                        help="Further markdown whose tables and figures are checked and "
+                        "written (repeatable; default: benchmarks/README.md).")
+    parser.add_argument("--repo", default=str(REPO),
+                        help="The git repository whose HEAD the results' commits must be in.")
     args = parser.parse_args(argv)
 
-    section = render(Path(args.results_dir))
+    results_dir = Path(args.results_dir)
     if not (args.check or args.write):
-        print(section, end="")
+        print(render(results_dir), end="")
         return 0
     readme_path = Path(args.readme)
-    if not readme_path.is_file():
-        fail(f"{readme_path} does not exist; pass --readme")
-    readme = readme_path.read_text(encoding="utf-8")
+    docs = [Path(d) for d in (args.doc if args.doc is not None
+                              else [BENCHMARKS_DIR / "README.md"])]
+    for path in [readme_path, *docs]:
+        if not path.is_file():
+            fail(f"{path} does not exist; pass --readme / --doc")
     if args.check:
-        if current_section(readme) != section:
-            print(f"{readme_path}: the Results section is out of date or missing; run "
-                  "python -m benchmarks.report --write", file=sys.stderr)
+        problems = check(readme_path, docs, results_dir, Path(args.repo))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
             return 1
-        print(f"{readme_path}: the Results section is up to date")
+        print(f"{readme_path}: every result and figure checks out")
         return 0
-    updated = replace_section(readme, section)
-    if updated != readme:
-        readme_path.write_text(updated, encoding="utf-8")
-    print(f"wrote the Results section of {readme_path}")
+    changed = write(readme_path, docs, results_dir)
+    print(f"wrote {', '.join(map(str, changed))}" if changed else "nothing to rewrite")
     return 0
 
 

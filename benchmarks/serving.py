@@ -40,11 +40,13 @@ from benchmarks.record import (
     number,
     parse_sized_args,
     report_skip,
+    start_run,
     write_result,
 )
 from benchmarks.sources import resolve_data
 from tfsent.errors import fail, run_cli
-from tfsent.export import existing_versions
+from tfsent.signatures import PROBABILITIES, SERVING_SIGNATURE, TEXT_INPUT
+from tfsent.versions import existing_versions
 
 NAME = "serving"
 IN_PROCESS = "in-process"
@@ -167,10 +169,10 @@ def in_process_caller(base_path: Path) -> tuple[Callable[[], Callable[[str], Any
 
     versions = existing_versions(base_path)
     loaded = tf.saved_model.load(str(base_path / str(versions[-1])))
-    signature = loaded.signatures["serving_default"]
+    signature = loaded.signatures[SERVING_SIGNATURE]
 
     def make() -> Callable[[str], Any]:
-        return lambda text: signature(text=tf.constant([text]))["probabilities"].numpy()
+        return lambda text: signature(**{TEXT_INPUT: tf.constant([text])})[PROBABILITIES].numpy()
 
     make.loaded = loaded  # keeps the model alive as long as the callers
     return make, versions[-1]
@@ -235,7 +237,7 @@ def review_texts(args) -> tuple[str, list[str]]:
 def tiny_export(folder: Path, model_name: str) -> Path:
     """A tiny model exported for the smoke run (tests' run-dir builder + ``export_run``)."""
     from tfsent.export import export_run
-    from tfsent.tiny_run import make_tiny_run_dir
+    from tfsent.testing import make_tiny_run_dir
 
     run = make_tiny_run_dir(folder / "run", max_length=128)
     return export_run(run, folder / "exported", model_name).parent
@@ -271,6 +273,7 @@ def run_benchmark(args, base_path: Path, texts: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = start_run()
     if not Path(args.batching_parameters_file).is_file():
         fail(f"--batching-parameters-file {args.batching_parameters_file} does not exist")
     base_path = Path(args.model_base_path)
@@ -295,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         **results,
     }
-    result = write_result(NAME, argv, args.quick, args.results_dir, numbers)
+    result = write_result(NAME, argv, args.quick, args.results_dir, numbers,
+                          started=started)
     print(table(result))
     return 0
 

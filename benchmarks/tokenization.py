@@ -9,7 +9,10 @@ TF Serving needs no Python. This measures what that costs, on the same raw revie
   ``tf.function`` (traced and warmed up first), as the serving signature does.
 
 Both runs alternate ``--repeats`` times; the figures are medians of reviews/s and their ratio.
-Every review's ids are compared: the mismatch count must be 0.
+Every review's ids are compared: the mismatch count must be 0. The ids are compared again at each
+``--short-max-lengths`` (not timed), where the graph's trim (``GraphTokenizer.trim``: only the
+ends of a long text are tokenized) cuts most reviews: the count of reviews it cuts is recorded
+with the mismatches.
 
     python -m benchmarks.tokenization                 # 5,000 real reviews, max length 256
     python -m benchmarks.tokenization --quick
@@ -32,6 +35,7 @@ from benchmarks.record import (
     number,
     parse_sized_args,
     report_skip,
+    start_run,
     write_result,
 )
 from benchmarks.sources import (
@@ -62,10 +66,13 @@ def parse_args(argv: Sequence[str] | None):
                         "IMDB train tarball; demo with --quick when it is absent).")
     parser.add_argument("--model", help="Folder whose tokenizer to use, or 'tiny' (default: real "
                         "MiniLM; tiny with --quick when it is absent).")
+    parser.add_argument("--short-max-lengths", type=int, nargs="*", default=[8],
+                        help="Max lengths at which the ids are compared again (not timed), "
+                        "where the graph's trim cuts most reviews.")
     parser.add_argument("--seed", type=int, default=42)
     args = parse_sized_args(parser, argv, DEFAULTS, QUICK, ("reviews", "repeats", "batch_size"))
-    if args.max_length < 3:
-        fail("--max-length must be at least 3")
+    if min([args.max_length, *args.short_max_lengths]) < 3:
+        fail("--max-length and --short-max-lengths must be at least 3")
     return args
 
 
@@ -109,6 +116,24 @@ def graph_tokenize_fn(tokenizer, max_length: int, truncation: str):
     return run, graph.pad_id
 
 
+def short_length_check(tokenizer, texts: list[str], max_length: int, truncation: str,
+                       batch_size: int) -> dict[str, Any]:
+    """Mismatched ids at ``max_length``, and how many texts the graph's trim cuts there."""
+    import tensorflow as tf
+
+    from tfsent.graph_tokenizer import GraphTokenizer
+
+    graph = GraphTokenizer.from_hf(tokenizer, max_length=max_length, truncation=truncation)
+    cut = sum(int(tf.reduce_sum(tf.cast(graph.trim(batch) != batch, tf.int32)))
+              for batch in (tf.constant(texts[i : i + batch_size])
+                            for i in range(0, len(texts), batch_size)))
+    run, pad_id = graph_tokenize_fn(tokenizer, max_length, truncation)
+    hf = hf_tokenize(tokenizer, texts, max_length, truncation, batch_size)
+    mismatches = count_mismatches(hf, run(texts, batch_size), pad_id)
+    return {"max_length": max_length, "reviews": len(texts), "cut_by_trim": cut,
+            "mismatches": len(mismatches), "mismatched_review_indices": mismatches[:20]}
+
+
 def count_mismatches(hf_rows: list[np.ndarray], graph_batches: list[np.ndarray],
                      pad_id: int) -> list[int]:
     """Indices of the reviews whose graph ids differ from HF's (padding aside)."""
@@ -126,6 +151,7 @@ def count_mismatches(hf_rows: list[np.ndarray], graph_batches: list[np.ndarray],
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = start_run()
     try:
         data = resolve_data(args.data, args.quick)
         model_name = resolve_model(args.model, args.quick)
@@ -152,11 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     speeds = {name: [len(texts) / s for s in times] for name, times in seconds.items()}
     medians = {name: median(values) for name, values in speeds.items()}
     lengths = np.array([len(r) for r in outputs[HF]])
+    short = [short_length_check(tokenizer, texts, length, args.truncation, args.batch_size)
+             for length in args.short_max_lengths]
+    short_mismatches = sum(check["mismatches"] for check in short)
     numbers: dict[str, Any] = {
         "settings": {
             "data": data, "model": describe_model(model_name), "reviews": len(texts),
             "max_length": args.max_length, "truncation": args.truncation,
             "batch_size": args.batch_size, "repeats": args.repeats, "seed": args.seed,
+            "short_max_lengths": args.short_max_lengths,
         },
         "tokenizers": {
             name: {"reviews_per_second": speeds[name],
@@ -167,12 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         "mismatches": len(mismatches),
         "mismatched_review_indices": mismatches[:20],
         "mean_tokens_per_review": float(lengths.mean()),
+        "short_max_lengths": short,
     }
-    result = write_result(NAME, argv, args.quick, args.results_dir, numbers)
+    result = write_result(NAME, argv, args.quick, args.results_dir, numbers,
+                          started=started)
     print(table(result))
-    if mismatches:
+    if mismatches or short_mismatches:
         print(f"error: {len(mismatches)} of {len(texts)} reviews got different ids in the graph "
-              f"(first at index {mismatches[0]})", file=sys.stderr)
+              f"at max length {args.max_length}, {short_mismatches} at the short max lengths",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -184,7 +217,11 @@ def table(result: dict[str, Any]) -> str:
             for name, t in result["tokenizers"].items()]
     table_text = markdown_table(["tokenizer", "reviews/s", "vs HF"], rows)
     total = result["settings"]["reviews"]
-    return f"{table_text}\n\nid mismatches: {result['mismatches']} of {total}"
+    text = f"{table_text}\n\nid mismatches: {result['mismatches']} of {total}"
+    for check in result.get("short_max_lengths", []):  # recorded since the trim check
+        text += (f"; at max length {check['max_length']}: {check['mismatches']} of "
+                 f"{check['reviews']:,}, {check['cut_by_trim']:,} of them cut by the graph's trim")
+    return text
 
 
 if __name__ == "__main__":

@@ -14,8 +14,13 @@ reviews; the clock runs from the end of batch ``--warmup-batches`` to the end of
 (B+XLA: a first epoch compiles every shape, the second is timed). A and B alternate
 ``--repeats`` times; the figures are medians and the ratio B/A. Training FLOPs are counted from
 the model config and the padded shapes each step received (``benchmarks.flops``) and set against
-the peak of a large ``tf.linalg.matmul`` measured in the same run. After the first repeat each
-model is scored on ``--eval-samples`` held-out reviews, so a speed-up that cost accuracy shows.
+each precision's peak, measured in the same process (the threads training uses) by
+:func:`peak_probe`: the best of large square ``tf.linalg.matmul`` s (2048, 4096, 8192), next to
+the model's own matmul shapes (projections, feed-forward, attention's batched matmuls) under
+``peak.<dtype>.shapes``. Whether the CPU computes bfloat16 natively (``avx512_bf16`` /
+``amx_bf16``) is recorded with it: without, bf16 is emulated in software. After the first
+repeat each model is scored on ``--eval-samples`` held-out reviews, so a speed-up that cost
+accuracy shows.
 
     python -m benchmarks.train_speed                  # 1,024 reviews, L=256 and 512, 3 repeats
     python -m benchmarks.train_speed --jit-compile --max-length 256
@@ -29,6 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -41,6 +47,7 @@ from benchmarks.record import (
     number,
     parse_sized_args,
     report_skip,
+    start_run,
     write_result,
 )
 from benchmarks.sources import (
@@ -62,9 +69,9 @@ WEIGHT_DECAY = 0.01
 EVAL_BATCH_SIZE = 64
 # Full-run defaults, then --quick's.
 DEFAULTS = {"reviews": 1024, "eval_samples": 1000, "max_length": [256, 512], "batch_size": 16,
-            "repeats": 3, "warmup_batches": 3, "peak_size": 4096}
+            "repeats": 3, "warmup_batches": 3, "peak_size": [2048, 4096, 8192]}
 QUICK = {"reviews": 32, "eval_samples": 16, "max_length": [32], "batch_size": 4,
-         "repeats": 1, "warmup_batches": 2, "peak_size": 1024}
+         "repeats": 1, "warmup_batches": 2, "peak_size": [256, 512]}
 
 
 @dataclass
@@ -79,6 +86,114 @@ class Config:
     @property
     def epochs(self) -> int:
         return 2 if self.jit_compile else 1  # XLA: compile every shape, then time
+
+
+# /proc/cpuinfo flags that decide how fast each precision can be.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+PEAK_DTYPES = ("float32", "bfloat16")
+# A warm-up this long (seconds) is timed once more, not ``repeats`` times.
+LONG_MATMUL = 10.0
+
+
+def matmul_seconds(a_shape: Sequence[int], b_shape: Sequence[int], dtype: str,
+                   repeats: int) -> float:
+    """The best wall time of ``tf.linalg.matmul`` of two random tensors of these shapes (2-D,
+    or 3-D: a batched matmul) in ``dtype``, after a warm-up that lets oneDNN pick its kernel."""
+    import tensorflow as tf
+
+    a = tf.cast(tf.random.stateless_uniform(a_shape, seed=[1, 2]), dtype)
+    b = tf.cast(tf.random.stateless_uniform(b_shape, seed=[3, 4]), dtype)
+
+    @tf.function
+    def corner(a, b):
+        # One element out: the whole product is computed, no 256 MB copy to numpy is timed.
+        return tf.linalg.matmul(a, b)[..., 0, 0]
+
+    start = time.perf_counter()
+    corner(a, b).numpy()
+    warmup = time.perf_counter() - start
+    seconds = []
+    for _ in range(1 if warmup > LONG_MATMUL else repeats):
+        start = time.perf_counter()
+        corner(a, b).numpy()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds)
+
+
+def model_config(model_name: str, tokenizer):
+    """The transformers config of ``--model`` (a folder, or ``tiny``) without loading weights."""
+    from transformers import AutoConfig
+
+    from tfsent.model import tiny_config, tiny_family
+
+    family = tiny_family(model_name)
+    return tiny_config(family, len(tokenizer)) if family else AutoConfig.from_pretrained(model_name)
+
+
+def model_shapes(config, batch_size: int, lengths: Sequence[int]) -> list[dict[str, Any]]:
+    """The matmuls of one training batch of ``batch_size`` reviews of each length: the
+    projections and feed-forward on ``batch * length`` tokens, attention's batched matmuls."""
+    h, i, heads = config.hidden_size, config.intermediate_size, config.num_attention_heads
+    shapes = []
+    for length in lengths:
+        tokens, rows, d = batch_size * length, batch_size * heads, h // heads
+        shapes += [
+            {"what": f"Q/K/V/output projection, L={length}", "a": [tokens, h], "b": [h, h]},
+            {"what": f"feed-forward in, L={length}", "a": [tokens, h], "b": [h, i]},
+            {"what": f"feed-forward out, L={length}", "a": [tokens, i], "b": [i, h]},
+            {"what": f"attention scores QK^T, L={length}", "a": [rows, length, d],
+             "b": [rows, d, length]},
+            {"what": f"attention x V, L={length}", "a": [rows, length, length],
+             "b": [rows, length, d]},
+        ]
+    return shapes
+
+
+def cpu_flags() -> list[str]:
+    """Which of :data:`CPU_FLAGS` this CPU has."""
+    try:
+        words = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return [flag for flag in CPU_FLAGS if flag in words]
+
+
+def peak_probe(sizes: Sequence[int], shapes: list[dict[str, Any]],
+               repeats: int = 3) -> dict[str, dict[str, Any]]:
+    """Per precision: GFLOP/s of square matmuls of ``sizes`` and of the model's ``shapes``
+    (``shapes``: every one as ``{shape, what, gflops}``), on the intra-op threads training
+    uses (this process's); the peak (``flops_per_second``, ``size``) is the best square."""
+    import tensorflow as tf
+
+    from benchmarks.machine import usable_cores
+    from tfsent.model import cpu_has_bf16
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or usable_cores()
+    squares = [{"what": f"square {n}", "a": [n, n], "b": [n, n]} for n in sizes]
+    flags, native = cpu_flags(), cpu_has_bf16()
+    peaks = {}
+    for dtype in PEAK_DTYPES:
+        measured = []
+        for entry in squares + shapes:
+            a, b = entry["a"], entry["b"]
+            flops = 2.0 * math.prod(a) * b[-1]
+            seconds = matmul_seconds(a, b, dtype, repeats)
+            measured.append({"shape": f"{a}x{b}".replace(" ", ""), "what": entry["what"],
+                             "gflops": flops / seconds / 1e9})
+            print(f"  peak {dtype} {entry['what']}: {measured[-1]['gflops']:.1f} GFLOP/s",
+                  file=sys.stderr)
+        best = max(range(len(squares)), key=lambda k: measured[k]["gflops"])
+        peaks[dtype] = {"dtype": dtype, "threads": threads, "size": sizes[best],
+                        "flops_per_second": measured[best]["gflops"] * 1e9,
+                        "repeats": repeats, "shapes": measured}
+    peaks["bfloat16"]["native"] = native
+    peaks["bfloat16"]["cpu_flags"] = flags
+    peaks["bfloat16"]["note"] = (
+        "native: the CPU multiplies bfloat16 (avx512_bf16/amx_bf16)" if native else
+        "emulated: no avx512_bf16/amx_bf16 in /proc/cpuinfo (flags: "
+        f"{', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)}): TensorFlow runs bfloat16 "
+        "matmuls without hardware support (emulated), so these figures are no native bf16 peak")
+    return peaks
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -102,15 +217,17 @@ def parse_args(argv: Sequence[str] | None):
                         help="B's --mixed-precision (auto: bf16 on CPUs with native bf16).")
     parser.add_argument("--jit-compile", action="store_true",
                         help="Also measure B with XLA (batches padded to bucket boundaries).")
-    parser.add_argument("--peak-size", type=int, help="Side of the matmul that measures the "
-                        "peak (default 4096; 1024 with --quick).")
+    parser.add_argument("--peak-size", type=int, nargs="+", help="Sides of the square matmuls "
+                        "whose best is the peak (default 2048 4096 8192; 256 512 with --quick).")
     parser.add_argument("--data", help="aclImdb tarball or folder, or 'demo' (default: the real "
                         "IMDB train tarball; demo with --quick when it is absent).")
     parser.add_argument("--model", help="BERT folder or 'tiny' (default: real MiniLM; tiny "
                         "with --quick when it is absent).")
     parser.add_argument("--seed", type=int, default=42)
     args = parse_sized_args(parser, argv, DEFAULTS, QUICK,
-                            ("reviews", "eval_samples", "batch_size", "repeats", "peak_size"))
+                            ("reviews", "eval_samples", "batch_size", "repeats"))
+    if min(args.peak_size) < 1:
+        fail("--peak-size must be at least 1")
     if args.warmup_batches < 1:
         fail("--warmup-batches must be at least 1: the first batch traces the train step")
     if min(args.max_length) < 8:
@@ -323,22 +440,23 @@ def table(result: dict[str, Any]) -> str:
                           rows)
     peaks = result["peak"]
     s = result["settings"]
+    f32, bf16 = peaks["float32"], peaks["bfloat16"]
+    native = "native" if bf16.get("native") else "emulated, no native bf16 on this CPU"
     return (f"{text}\n\n{s['model']}, {s['reviews']:,} training reviews, batch {s['batch_size']}, "
             f"medians of {s['repeats']} alternating repeats; accuracy on {s['eval_samples']:,} "
-            f"held-out reviews. Matmul peak ({peaks['float32']['size']}x"
-            f"{peaks['float32']['size']}): float32 "
-            f"{number(peaks['float32']['flops_per_second'] / 1e9)} GFLOP/s, bfloat16 "
-            f"{number(peaks['bfloat16']['flops_per_second'] / 1e9)} GFLOP/s.")
+            f"held-out reviews. Matmul peak (best square): float32 "
+            f"{number(f32['flops_per_second'] / 1e9)} GFLOP/s ({f32['size']}), bfloat16 "
+            f"{number(bf16['flops_per_second'] / 1e9)} GFLOP/s ({bf16['size']}; {native}).")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    started = start_run()
     try:
         data = resolve_data(args.data, args.quick)
         model_name = resolve_model(args.model, args.quick)
     except Skipped as why:
         return report_skip(NAME, str(why))
-    from benchmarks.machine import matmul_peak
     from tfsent.model import resolve_precision
 
     splits = load_reviews(data, args.reviews, args.eval_samples, args.seed)
@@ -354,9 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.jit_compile:
         configs.append(Config(TFSENT_XLA, "tfsent with XLA, padded to bucket boundaries",
                               policy, jit_compile=True))
-    peak_repeats = 2 if args.quick else 3
-    peaks = {dtype: matmul_peak(dtype, args.peak_size, peak_repeats)
-             for dtype in ("float32", "bfloat16")}
+    peaks = peak_probe(args.peak_size, model_shapes(model_config(model_name, tokenizer),
+                                                    args.batch_size, args.max_length),
+                       repeats=2 if args.quick else 3)
     lengths = [measure_length(args, length, model_name, splits, tokenizer, configs, peaks)
                for length in args.max_length]
     numbers = {
@@ -370,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak": peaks,
         "lengths": lengths,
     }
-    result = write_result(NAME, argv, args.quick, args.results_dir, numbers)
+    result = write_result(NAME, argv, args.quick, args.results_dir, numbers,
+                          started=started)
     print(table(result))
     return 0
 

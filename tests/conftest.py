@@ -9,12 +9,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A localhost TCP port nothing listens on (free when asked; nothing holds it after)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +53,7 @@ def tiny_export(tmp_path_factory) -> Path:
     Tests must copy it before changing anything under it.
     """
     from tfsent.export import export_run
-    from tfsent.tiny_run import make_tiny_run_dir
+    from tfsent.testing import make_tiny_run_dir
 
     root = tmp_path_factory.mktemp("tiny_export")
     return export_run(make_tiny_run_dir(root / "run"), root / "exported", "tfsent")

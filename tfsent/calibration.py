@@ -45,6 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tfsent.errors import fail
+from tfsent.rundir import RunDir
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -180,8 +183,6 @@ def calibrate(labels: Sequence[int] | np.ndarray, logits: np.ndarray,
     """``metrics.json``'s ``calibration`` entry: the temperature fitted on these (validation)
     predictions (1.0 with ``method="none"``), and the ECE and NLL before and after it."""
     if method not in METHODS:
-        from tfsent.errors import fail
-
         fail(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
     temperature = fit_temperature(labels, logits) if method == "temperature" else 1.0
     return calibration_metrics(labels, logits, temperature, method, bins)
@@ -190,8 +191,7 @@ def calibrate(labels: Sequence[int] | np.ndarray, logits: np.ndarray,
 def reliability_diagram_path(run_dir: str | Path, split: str = "validation") -> Path:
     """``reliability_diagram.png`` (``reliability_diagram_<split>.png`` for other splits), next
     to the split's confusion matrix."""
-    suffix = "" if split == "validation" else f"_{split}"
-    return Path(run_dir) / f"reliability_diagram{suffix}.png"
+    return RunDir(run_dir).reliability_diagram_png(split)
 
 
 def calibrate_run(run_dir: str | Path, labels: np.ndarray, logits: np.ndarray,

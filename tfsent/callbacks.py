@@ -7,7 +7,7 @@
   without a new best.
 - :class:`EpochSeconds` adds each epoch's wall time to the logs (after the progress bar, so the
   bar does not show it; ``history.csv`` and TensorBoard do).
-- Keras' ``CSVLogger`` and ``TensorBoard``.
+- :class:`HistoryCSV` (Keras' ``CSVLogger``, with LF line ends) and Keras' ``TensorBoard``.
 - :class:`Backup`, Keras' ``BackupAndRestore``, which also backs up at every epoch's end when
   it backs up every N steps, never counts a step backup as the end of an epoch, and leaves the
   backup in place when training ends (fit deletes it once ``trained.json`` is written).
@@ -23,7 +23,6 @@ the backed-up epochs) or kept beside the state a rerun falls back to (the previo
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -34,7 +33,8 @@ import numpy as np
 import tf_keras
 
 from tfsent.config import EPOCH_METRICS, monitor_mode
-from tfsent.rundir import RunDir, write_json_atomic
+from tfsent.files import write_json_atomic
+from tfsent.rundir import RunDir
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -134,6 +134,29 @@ class EpochSeconds(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if logs is not None:
             logs["seconds"] = time.perf_counter() - self._started
+
+
+class HistoryCSV(tf_keras.callbacks.CSVLogger):
+    """Keras' ``CSVLogger`` with LF line ends, as :meth:`tfsent.rundir.RunDir.trim_history`
+    writes them: Keras' rows end in CRLF (csv's excel dialect, through a ``GFile``), so the
+    ``history.csv`` of a resumed run mixed the two."""
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        self.csv_file = _LineFeeds(self.csv_file)
+
+
+class _LineFeeds:
+    """A text file whose lines end in LF whatever its writer ends them with."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def write(self, text: str) -> Any:
+        return self._file.write(text.replace("\r\n", "\n"))
+
+    def __getattr__(self, name: str) -> Any:  # flush, close, ...
+        return getattr(self._file, name)
 
 
 class Backup(tf_keras.callbacks.BackupAndRestore):
@@ -278,5 +301,79 @@ class ExpectStart(tf_keras.callbacks.Callback):
             self.expected = None
 
 
-def read_trained(run: RunDir) -> dict[str, Any]:
-    return json.loads(run.trained_file.read_text())
+class AccumulationBoundary(tf_keras.callbacks.Callback):
+    """Before each batch, tells a :class:`tfsent.optimization.RecipeAdamW` that accumulates
+    gradients whether to apply them after it: after every ``accumulation_steps`` batches of an
+    epoch and after its last, so each epoch ends with nothing accumulated (its backup holds all
+    there is) and a resumed run, told its batch index by Keras, groups batches as before."""
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        optimizer = self.model.optimizer
+        # Under mixed_float16 Keras wraps it in a LossScaleOptimizer.
+        self.optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        self.optimizer.create_accumulators(self.model.trainable_variables)
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        k, steps = self.optimizer.accumulation_steps, self.params["steps"]
+        self.optimizer.apply_now.assign((batch + 1) % k == 0 or batch + 1 == steps)
+
+
+def snapshot_weights(run: RunDir, epoch: int):
+    """Where :class:`SnapshotLastEpochs` keeps ``epoch``'s weights (from 1)."""
+    return run.checkpoints_dir / f"average-{epoch:03d}.weights.h5"
+
+
+class SnapshotLastEpochs(tf_keras.callbacks.Callback):
+    """``--average-last N``: each epoch's weights, kept for the last ``n`` epochs, for
+    :func:`average_last_epochs`. Placed before the backup: a snapshot written before a kill
+    is rewritten when its epoch is trained again, and the one it drops is outside the window
+    of any epoch still to be (re)trained."""
+
+    def __init__(self, run: RunDir, n: int) -> None:
+        super().__init__()
+        self.run, self.n = run, n
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        path = snapshot_weights(self.run, epoch + 1)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # Prune clears a stray one
+        self.model.save_weights(str(tmp))
+        os.replace(tmp, path)
+        snapshot_weights(self.run, epoch + 1 - self.n).unlink(missing_ok=True)
+
+
+def average_last_epochs(model, run: RunDir, n: int, last_epoch: int, dataset: tf.data.Dataset,
+                        label_names: Sequence[str], monitor: str) -> dict[str, Any]:
+    """Set ``model`` to the mean of the weights of epochs ``last_epoch - n + 1 .. last_epoch``
+    (those trained), score it on ``dataset`` (the validation split), and make it the run's kept
+    model: ``last_epoch``'s files in ``checkpoints/`` and ``best.json``, whose record gains
+    ``averaged_epochs``. Returns that record. Run again after a kill, it redoes the average
+    from the snapshots, or finds it done (the snapshots go once ``best.json`` names it)."""
+    from tfsent.evaluate import compute_metrics, predict_logits
+
+    best = run.best
+    if best and best.get("averaged_epochs") and best["epoch"] == last_epoch:
+        return best
+    epochs = list(range(max(last_epoch - n + 1, 1), last_epoch + 1))
+    missing = [e for e in epochs if not snapshot_weights(run, e).is_file()]
+    if missing:
+        raise RuntimeError(f"the weights of epoch(s) {missing} to average are gone from "
+                           f"{run.checkpoints_dir}; train again with --overwrite-output-dir")
+    total = None
+    for epoch in epochs:
+        model.load_weights(str(snapshot_weights(run, epoch)))
+        weights = [w.astype(np.float64) for w in model.get_weights()]
+        total = weights if total is None else [t + w for t, w in zip(total, weights, strict=True)]
+    model.set_weights([t / len(epochs) for t in total])
+    labels, logits = predict_logits(model, dataset)
+    scores = compute_metrics(labels, logits, label_names)
+    logs = {f"val_{name}": scores[name] for name in EPOCH_METRICS}
+    entry = epoch_entry(last_epoch, monitor, logs) or {
+        "epoch": last_epoch, "monitor": monitor, "value": float("nan"),
+        "val_loss": logs["val_loss"]}
+    entry["averaged_epochs"] = epochs
+    save_epoch_files(model, run, last_epoch, labels, logits)
+    write_json_atomic(run.best_file, {**entry, "previous": None})
+    keep_best_files_of(run, last_epoch)
+    for epoch in epochs:
+        snapshot_weights(run, epoch).unlink(missing_ok=True)
+    return entry

@@ -19,10 +19,11 @@ run folder is a valid Hub model repository (``python -m tfsent.push``)::
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfsent.errors import fail
+from tfsent.errors import fail, first_line
 from tfsent.model import TINY, TINY_PREFIX, tiny_family
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from tfsent.rundir import RunDir
 
 CARD_NAME = "README.md"
+# The body's layout, a Jinja template shipped as package data (setup.cfg).
+CARD_TEMPLATE = "templates/model_card.md"
 TAGS = ["tensorflow", "tf-keras", "text-classification", "sentiment-analysis", "tfsent"]
 TABLE_FILES = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # (metrics.json key, model-index metric type, display name, extra EvalResult fields)
@@ -123,7 +126,7 @@ def build_model_card(run: RunDir, repo_id: str | None = None,
     card_data = ModelCardData(
         language="en" if cfg.data.dataset == "demo" or data["hub_id"] == "stanfordnlp/imdb"
         else None,
-        license=getattr(cfg.model, "license", None) or "apache-2.0",
+        license=cfg.model.license or "apache-2.0",
         library_name="transformers",
         pipeline_tag="text-classification",
         tags=[*TAGS[:2], _architecture(run)[0], *TAGS[2:]],
@@ -133,8 +136,9 @@ def build_model_card(run: RunDir, repo_id: str | None = None,
         model_name=model_name,
         eval_results=_eval_results(metrics, data, model_name),
     )
-    body = _body(run, cfg, metrics, data, base, model_name, repo_id, saved_model_version)
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+    template = resources.files("tfsent").joinpath(CARD_TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(card_data, template_str=template, **_template_values(
+        run, cfg, metrics, data, base, model_name, repo_id, saved_model_version))
 
 
 def write_model_card(run: RunDir, repo_id: str | None = None,
@@ -142,7 +146,7 @@ def write_model_card(run: RunDir, repo_id: str | None = None,
                      card: ModelCard | None = None) -> Path:
     """Write the run's ``README.md`` (``card``, or one built from the run), atomically: a reader
     never sees half a card."""
-    from tfsent.rundir import write_text_atomic
+    from tfsent.files import write_text_atomic
 
     card = card or build_model_card(run, repo_id, saved_model_version)
     path = run.path / CARD_NAME
@@ -163,8 +167,7 @@ def check_model_card(path: str | Path) -> ModelCard:
         card = ModelCard.load(Path(path), ignore_metadata_errors=False)
         data = card.data.to_dict()
     except Exception as err:  # yaml / ValueError / KeyError from huggingface_hub's parsing
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        fail(f"model card {path} is not valid Hub metadata ({reason}); rewrite it with "
+        fail(f"model card {path} is not valid Hub metadata ({first_line(err)}); rewrite it with "
              "python -m tfsent.push --run-dir <run> --dry-run")
     missing = [k for k in ("license", "library_name", "pipeline_tag", "model-index")
                if not data.get(k)]
@@ -183,162 +186,64 @@ def _architecture(run: RunDir) -> tuple[str, str]:
         return "bert", "TFBertForSequenceClassification"  # what runs made before families
 
 
-def _body(run: RunDir, cfg: RunConfig, metrics: dict[str, Any], data: dict[str, Any],
-          base: str | None, model_name: str, repo_id: str | None,
-          saved_model_version: int | None) -> str:
+def _template_values(run: RunDir, cfg: RunConfig, metrics: dict[str, Any],
+                     data: dict[str, Any], base: str | None, model_name: str,
+                     repo_id: str | None, saved_model_version: int | None) -> dict[str, Any]:
+    """What ``templates/model_card.md`` fills in: the run's facts, unformatted (the template
+    lays them out; ``fmt`` is how it writes a score)."""
     from tfsent.export import SERVING_IMAGE
 
-    validation = metrics["validation"]
-    labels = validation["label_names"]
     splits = [s for s in ("validation", "test") if s in metrics]
-    if base:
-        base_text = f"[`{base}`](https://huggingface.co/{base})"
-    elif tiny_family(cfg.model.model):
-        base_text = (f"a small {tiny_family(cfg.model.model)} model built from a config, with "
-                     "no pretrained weights (tfsent's offline demo model)")
-    else:
-        base_text = f"the local model folder `{Path(cfg.model.model).name}`"
-    where = repo_id or "path/to/this/folder"
-    lines = [
-        f"# {model_name}",
-        "",
-        f"A `{_architecture(run)[1]}` fine-tuned with "
-        f"tfsent (Keras `fit`) to classify the sentiment of a text as "
-        f"{', '.join(f'`{x}`' for x in labels)}. Base model: {base_text}. Training data: "
-        f"{data['name']}.",
-        "",
-        "## Intended use and limitations",
-        "",
-        f"- Intended use: sentiment classification of English text like the training data "
-        f"({data['name']}: {_data_kind(cfg)}), e.g. to sort or count reviews.",
-        f"- Texts longer than {cfg.model.max_length} tokens are cut "
-        f"(`{cfg.model.truncation}` truncation): sentiment stated only in the cut part is "
-        "missed.",
-        "- Texts from other domains, languages, sarcasm and mixed opinions score worse than the "
-        "evaluation below suggests; check it on your own labelled data first "
-        "(`python -m tfsent.evaluate --run-dir . --data yours.csv`).",
-        "- The model inherits the biases of its base model and of its training data. Do not use "
-        "it alone for decisions about people.",
-        "- The evaluation below is on held-out data of the same source: it measures fit to that "
-        "source, not to the world.",
-        "",
-        "## Training",
-        "",
-        f"Trained in {metrics.get('train_seconds', 0):.0f} s "
-        f"({metrics.get('train_examples_per_second', 0):.1f} examples/s, precision policy "
-        f"`{metrics.get('precision_policy', 'float32')}`). The best epoch by `{cfg.train.monitor}` "
-        "on the validation split was kept. Every option of the run (`config.json` reproduces it "
-        "with `python -m tfsent.fit --config config.json`):",
-        "",
-        "| option | value |",
-        "|---|---|",
-    ]
-    for section, values in cfg.to_dict().items():
-        for name, value in values.items():
-            shown = (json.dumps(value) if isinstance(value, (list, dict))
-                     else "-" if value is None else str(value))
-            lines.append(f"| `{section}.{name}` | {shown.replace('|', '/')} |")
-    lines += ["", "## Evaluation", "",
-              "| metric | " + " | ".join(splits) + " |",
-              "|---|" + "---|" * len(splits)]
-    for key, _, name, _ in (("examples", "", "Examples", {}), *EVAL_METRICS,
-                            ("loss", "", "Loss (cross-entropy)", {})):
-        lines.append(f"| {name} | " + " | ".join(_fmt(metrics[s].get(key)) for s in splits) + " |")
+    images = [(f"Confusion matrix ({split})", run.confusion_matrix_png(split))
+              for split in splits]
+    images += [(f"Reliability diagram ({split})", run.path / (
+        f"reliability_diagram{'' if split == 'validation' else '_' + split}.png"))
+        for split in splits]
+    images.append(("Training curves", run.training_curves_png))
     calibration = metrics.get("calibration")
-    if calibration:
-        lines += [
-            "",
-            f"Calibration on the validation split (temperature scaling, T = "
-            f"{_fmt(calibration.get('temperature'))}): expected calibration error (ECE) "
-            f"{_fmt(calibration.get('ece_before'))} before, {_fmt(calibration.get('ece_after'))} "
-            "after.",
-        ]
-    lines += ["", "Accuracy per class:", "",
-              "| class | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-    for label in labels:
-        lines.append(f"| {label} | " + " | ".join(
-            _fmt(metrics[s]["per_class_accuracy"].get(label)) for s in splits) + " |")
-    for split in splits:
-        image = run.confusion_matrix_png(split)
-        if image.is_file():
-            lines += ["", f"![Confusion matrix ({split})]({image.name})"]
-    for split in splits:
-        image = run.path / f"reliability_diagram{'' if split == 'validation' else '_' + split}.png"
-        if image.is_file():
-            lines += ["", f"![Reliability diagram ({split})]({image.name})"]
-    image = run.training_curves_png
-    if image.is_file():
-        lines += ["", f"![Training curves]({image.name})"]
-    name = cfg.train.model_name
-    image_name = SERVING_IMAGE
-    temperature = float((calibration or {}).get("temperature", 1.0))
-    lines += [
-        "",
-        "## How to use",
-        "",
-        "With transformers (TensorFlow); the weights are in `model/`, the tokenizer in "
-        "`tokenizer/`:",
-        "",
-        "```python",
-        "import tensorflow as tf",
-        "from transformers import AutoTokenizer, TFAutoModelForSequenceClassification",
-        "",
-        f"temperature = {temperature!r}",
-        f'repo = "{where}"',
-        'tokenizer = AutoTokenizer.from_pretrained(repo, subfolder="tokenizer")',
-        'model = TFAutoModelForSequenceClassification.from_pretrained(repo, subfolder="model")',
-        f'batch = tokenizer(["A wonderful, moving film."], truncation=True, '
-        f"max_length={cfg.model.max_length}, return_tensors=\"tf\")",
-        "probabilities = tf.nn.softmax(model(**batch).logits / temperature).numpy()",
-        "```",
-        "",
-        f"`temperature` is {_fmt(temperature)}: the calibration temperature in `metrics.json` "
-        "(1 when the run was not calibrated); the export divides the logits by it too.",
-        "",
-        "(tfsent cuts long texts `head+tail` in its own pipeline; the exported SavedModel below "
-        "does exactly what training did.)",
-        "",
-        "## Serve with TF Serving",
-        "",
-    ]
-    if saved_model_version is not None:
-        lines += [
-            f"This repository holds the exported SavedModel in `saved_model/"
-            f"{saved_model_version}/` (TF Serving's version layout; tokenization is inside the "
-            "graph, so it scores raw text):",
-            "",
-            "```bash",
-            f"huggingface-cli download {where} --include 'saved_model/*' --local-dir {name}-repo",
-            f'docker run -p 8500:8500 -p 8501:8501 -v "$PWD/{name}-repo/saved_model:'
-            f'/models/{name}" -e MODEL_NAME={name} {image_name}',
-            "```",
-        ]
-    else:
-        lines += [
-            "Export a versioned SavedModel (tokenization inside the graph, so it scores raw "
-            "text) from this folder with tfsent, then serve it:",
-            "",
-            "```bash",
-            f"python -m tfsent.export --run-dir . --export-dir exported --model-name {name}",
-            f'docker run -p 8500:8500 -p 8501:8501 -v "$PWD/exported/{name}:/models/{name}" '
-            f"-e MODEL_NAME={name} {image_name}",
-            "```",
-        ]
-    lines += [
-        "",
-        "Then score texts over REST (or gRPC on port 8500, e.g. with `python -m tfsent.predict "
-        "--server grpc://localhost:8500`):",
-        "",
-        "```bash",
-        f"curl -X POST http://localhost:8501/v1/models/{name}:predict \\",
-        "  -d '{\"instances\": [{\"text\": \"A great film, I loved it.\"}]}'",
-        "```",
-        "",
-        "The signature `serving_default` returns `probabilities`, `label_id`, `label`, `logits` "
-        "and `classes`.",
-        "",
-    ]
-    return "\n".join(lines)
+    return {
+        "model_name": model_name,
+        "architecture": _architecture(run)[1],
+        "labels": metrics["validation"]["label_names"],
+        "base_model_id": base,
+        "tiny_family": tiny_family(cfg.model.model),
+        "local_model": Path(cfg.model.model).name,
+        "data_name": data["name"],
+        "data_kind": _data_kind(cfg),
+        "max_length": cfg.model.max_length,
+        "truncation": cfg.model.truncation,
+        "train_seconds": metrics.get("train_seconds", 0),
+        "examples_per_second": metrics.get("train_examples_per_second", 0),
+        "precision_policy": metrics.get("precision_policy", "float32"),
+        "monitor": cfg.train.monitor,
+        "options": [(f"{section}.{name}", _option_text(value))
+                    for section, values in cfg.to_dict().items()
+                    for name, value in values.items()],
+        "splits": splits,
+        "scores": metrics,
+        "table_metrics": [("examples", "Examples"),
+                          *[(key, name) for key, _, name, _ in EVAL_METRICS],
+                          ("loss", "Loss (cross-entropy)")],
+        "calibration": calibration,
+        "images": [(alt, path.name) for alt, path in images if path.is_file()],
+        "temperature": float((calibration or {}).get("temperature", 1.0)),
+        "where": repo_id or "path/to/this/folder",
+        "name": cfg.train.model_name,
+        "serving_image": SERVING_IMAGE,
+        "saved_model_version": saved_model_version,
+        "fmt": _fmt,
+    }
+
+
+def _option_text(value: Any) -> str:
+    """An option's value in a Markdown table cell.
+
+    >>> _option_text([1, 2]), _option_text(None), _option_text("a|b")
+    ('[1, 2]', '-', 'a/b')
+    """
+    shown = (json.dumps(value) if isinstance(value, (list, dict))
+             else "-" if value is None else str(value))
+    return shown.replace("|", "/")
 
 
 def _data_kind(cfg: RunConfig) -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tfsent.errors import OneLineArgumentParser, fail
+from tfsent.files import write_json_atomic
 
 PRESETS_DIR = Path(__file__).parent / "presets"
-Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS: tuple[str, ...] = ("head", "tail", "head+tail")
 # What the validation callback adds to each epoch's logs as ``val_<name>``.
 EPOCH_METRICS: tuple[str, ...] = ("accuracy", "loss", "f1_macro")
@@ -150,6 +150,29 @@ class TrainConfig:
     warmup_ratio: float = field(
         default=0.1, metadata={"help": "Fraction of steps with linear warmup, then linear decay."}
     )
+    layerwise_lr_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "Layer-wise learning-rate decay FACTOR (Sun et al. 2019 use 0.95): encoder "
+            "layer l of L (from 0 at the bottom) learns at lr * FACTOR**(L - l), the embeddings "
+            "at lr * FACTOR**(L + 1), the pooler and head at lr. 1 turns it off."
+        },
+    )
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={
+            "help": "Apply the mean gradient of K batches in one optimizer step (and at each "
+            "epoch's end): an effective batch of K x --batch-size in the memory of one; the "
+            "learning-rate schedule counts optimizer steps. One device only."
+        },
+    )
+    average_last: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep the mean of the weights of the last N epochs (checkpoint averaging) "
+            "instead of the best epoch; it is evaluated, calibrated and exported as the model."
+        },
+    )
     seed: int = field(
         default=42,
         metadata={
@@ -200,7 +223,8 @@ class TrainConfig:
         default=1,
         metadata={
             "help": "Keras' training output: 1 a progress bar, 2 one line per epoch, 0 none. "
-            "(Library log messages are a separate switch: --verbose.)",
+            "Unless set, fit uses 2 when its output is not a terminal (a log file: no bars "
+            "redrawn with backspaces). (Library log messages are a separate switch: --verbose.)",
             "choices": (0, 1, 2),
         },
     )
@@ -220,6 +244,21 @@ class TrainConfig:
     model_name: str = field(
         default="tfsent", metadata={"help": "Model name in the export path and TF Serving."}
     )
+
+    def __post_init__(self) -> None:
+        # The recipe options' ranges, checked wherever a TrainConfig is made.
+        if not 0 < self.layerwise_lr_decay <= 1:
+            fail(f"--layerwise-lr-decay {self.layerwise_lr_decay} must be in (0, 1]; 1 is off")
+        for flag, value in (("--gradient-accumulation-steps", self.gradient_accumulation_steps),
+                            ("--average-last", self.average_last)):
+            if value is not None and value < 1:
+                fail(f"{flag} {value} must be at least 1")
+        k, every = self.gradient_accumulation_steps, self.backup_every_steps
+        if k > 1 and every and every % k:
+            # A step backup then always falls between two optimizer steps, with nothing
+            # accumulated that a resumed run would lack.
+            fail(f"--backup-every-steps {every} must be a multiple of "
+                 f"--gradient-accumulation-steps {k}")
 
 
 @dataclass
@@ -260,10 +299,8 @@ class RunConfig:
         )
 
     def save(self, path: str | Path) -> None:
-        from tfsent.rundir import write_text_atomic
-
         # Atomic: a run killed while saving leaves the previous file or the new one, never half.
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json_atomic(path, self.to_dict())
 
     def check(self) -> RunConfig:
         """``self`` if every option is in range, else a one-line ``UserError`` naming it.
@@ -421,7 +458,8 @@ def _config_help() -> str:
 class CliOptions:
     """Options of the command line itself: not part of a run, never saved in ``config.json``."""
 
-    config: str | None = field(default=None, metadata={"help": _config_help()})
+    config: str | None = field(
+        default=None, metadata={"help": _config_help(), "metavar": "FILE|PRESET"})
     verbose: bool = field(
         default=False,
         metadata={"help": "Show the log messages of TensorFlow, absl, Hugging Face and Keras "
@@ -429,19 +467,92 @@ class CliOptions:
     )
 
 
+# --help lists the options in these groups, in this order: each dataclass's own (a dataclass
+# not named here gets a group named after it), except the options that say where a run's
+# results go, which join the Hub's. CliOptions' (--config, --verbose) head the list.
+OUTPUT_GROUP = "output and Hub"
+_GROUPS: dict[type, str] = {DataConfig: "data", ModelConfig: "model", TrainConfig: "training",
+                            HubConfig: OUTPUT_GROUP}
+_GROUP_HELP = {
+    "data": "What to train on, and how it is split.",
+    "model": "The encoder, its tokenizer, and how much of a review it reads.",
+    "training": "Keras fit: the optimizer, epochs and batches, devices, and what fit prints.",
+    OUTPUT_GROUP: "Where the run, its SavedModel for TF Serving and its Hub upload go.",
+    "output": "Where the results and the SavedModels for TF Serving go.",  # without HubConfig
+}
+_OUTPUT_OPTIONS = frozenset({"output_dir", "overwrite_output_dir", "export_dir", "model_name",
+                             "license"})
+# The help of the --no-X flag of a boolean option X that is on by default.
+_NEGATION_HELP = {
+    "bucketing": "Turn --bucketing off: batch reviews in their shuffled order, whatever their "
+                 "length (more padding, slower; as the usual recipe does).",
+}
+_USAGE = "%(prog)s [-h] [--config FILE|PRESET] [--verbose] [--OPTION VALUE ...]"
+
+
+def _group_title(dtype: type, name: str) -> str | None:
+    if dtype is CliOptions:
+        return None
+    if name in _OUTPUT_OPTIONS:
+        return OUTPUT_GROUP
+    return _GROUPS.get(dtype) or getattr(dtype, "_argument_group_name", None) or (
+        dtype.__name__.removesuffix("Config").lower())
+
+
+class _OneSpelling:
+    """Where ``HfArgumentParser`` adds a field's flags: ``--help`` and the usage show each once,
+    with dashes (``--text-column``); the underscore spelling HF adds too (``--text_column``)
+    stays accepted, unlisted; ``--no-X`` gets help of its own."""
+
+    def __init__(self, group: Any, name: str) -> None:
+        self.group, self.name = group, name
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> None:
+        shown = list(dict.fromkeys(flag.replace("_", "-") for flag in flags))
+        hidden = [flag for flag in flags if flag not in shown]
+        if kwargs.get("action") == "store_false":  # --no-X
+            kwargs["help"] = _NEGATION_HELP.get(
+                self.name, f"Turn --{self.name.replace('_', '-')} off (it is on by default).")
+            kwargs["default"] = argparse.SUPPRESS  # --X's default holds
+        elif kwargs.get("nargs") == "?" and kwargs.get("const") is True:  # a boolean: --X [no]
+            kwargs.setdefault("metavar", "yes|no")
+        self.group.add_argument(*shown, **kwargs)
+        if hidden:
+            self.group.add_argument(*hidden, **{**kwargs, "help": argparse.SUPPRESS})
+
+
 def make_parser(dataclass_types: tuple[type, ...], description: str,
                 prog: str | None = None) -> argparse.ArgumentParser:
     """An ``HfArgumentParser`` over ``dataclass_types`` (and :class:`CliOptions`: ``--config``,
-    ``--verbose``) whose errors are one line."""
+    ``--verbose``) whose errors are one line, with its options grouped in ``--help``, each
+    shown once, with dashes.
+
+    >>> print(make_parser((DataConfig,), "", prog="x").format_usage().strip())
+    usage: x [-h] [--config FILE|PRESET] [--verbose] [--OPTION VALUE ...]
+    """
     from transformers import HfArgumentParser
 
-    class Parser(HfArgumentParser, OneLineArgumentParser):
-        pass
-
     types = tuple(dataclass_types) + (() if CliOptions in dataclass_types else (CliOptions,))
+    titles = {f.name: _group_title(t, f.name) for t in types for f in dataclasses.fields(t)}
+    if HubConfig not in types:
+        titles = {name: "output" if t == OUTPUT_GROUP else t for name, t in titles.items()}
+    order = [*_GROUP_HELP, *titles.values()]
+
+    class Parser(HfArgumentParser, OneLineArgumentParser):
+        groups: dict[str, Any] | None = None
+
+        def _parse_dataclass_field(self, parser: Any, field: dataclasses.Field) -> None:
+            if self.groups is None:  # every group now, so that --help lists them in order
+                self.groups = {title: self.add_argument_group(title, _GROUP_HELP.get(title))
+                               for title in dict.fromkeys(order) if title in titles.values()}
+            title = titles[field.name]
+            target = self.groups[title] if title else parser
+            HfArgumentParser._parse_dataclass_field(_OneSpelling(target, field.name), field)
+
     return Parser(
         types,
         prog=prog,
+        usage=_USAGE,
         description=description,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -500,3 +611,20 @@ def _pre_parse_config(argv: list[str] | None) -> str | None:
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     return known.config
+
+
+def chosen_options(dataclass_types: tuple[type, ...], argv: list[str] | None) -> set[str]:
+    """The options ``argv`` sets, with a flag or in its ``--config`` file, rather than leaving
+    them at their defaults: for defaults that depend on where the command runs.
+
+    >>> sorted(chosen_options((TrainConfig,), ["--epochs", "3", "--no-bucketing"]))
+    ['bucketing', 'epochs']
+    """
+    unset = object()
+    parser = make_parser(dataclass_types, "")
+    names = {f.name for t in (*dataclass_types, CliOptions) for f in dataclasses.fields(t)}
+    parser.set_defaults(**dict.fromkeys(names, unset))
+    chosen = {name for name, value in vars(parser.parse_args(argv)).items()
+              if value is not unset}
+    config = _pre_parse_config(argv)
+    return chosen | (set(read_config_file(config)) if config else set())

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from tfsent.config import DataConfig
-from tfsent.errors import fail
+from tfsent.errors import fail, first_line
 
 # Also compiled by RE2 (tf.strings.regex_replace) in the exported serving graph: keep it RE2-valid.
 BR_PATTERN = r"(?i)<br\s*/?>"
@@ -259,7 +259,7 @@ def _read_aclimdb_tarball(path: Path) -> dict[str, _Raw]:
                 label = 1 if match[2] == "pos" else 0
                 reviews.setdefault(match[1], []).append((label, int(match[3]), text))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-        fail(f"{path} is not a readable tar archive ({_one_line(err)}); pass the "
+        fail(f"{path} is not a readable tar archive ({_cause(err)}); pass the "
              "aclImdb_v1.tar.gz tarball, or an extracted aclImdb/ folder")
     return _aclimdb_splits(reviews, str(path))
 
@@ -290,7 +290,7 @@ def _read_table(path: Path, text_column: str, label_column: str) -> _Raw:
                                      dtype=False)
     except (ValueError, OSError, pd.errors.ParserError) as err:
         kind = name.rsplit(".", 1)[-1].upper()
-        fail(f"could not read {path} as {kind} ({_one_line(err)}); fix the file")
+        fail(f"could not read {path} as {kind} ({_cause(err)}); fix the file")
     columns = [str(c) for c in frame.columns]
     if not columns:
         fail(f"{path} is empty; add labelled rows with a '{text_column}' and a "
@@ -329,7 +329,7 @@ def _read_hub(dataset_id: str, text_column: str, label_column: str) -> dict[str,
         loaded = datasets.load_dataset(dataset_id)
     except Exception as err:  # the Hub's failures come as many types; all mean "not loadable"
         fail(f"could not load dataset '{dataset_id}' from the Hugging Face Hub "
-             f"({_one_line(err)}); pass a local aclImdb folder or tarball, a .csv/.jsonl/.parquet "
+             f"({_cause(err)}); pass a local aclImdb folder or tarball, a .csv/.jsonl/.parquet "
              "file, or --dataset demo")
     splits: dict[str, _Raw] = {}
     for split_name, split in loaded.items():
@@ -357,11 +357,9 @@ def _read_hub(dataset_id: str, text_column: str, label_column: str) -> dict[str,
     return splits
 
 
-def _one_line(err: BaseException) -> str:
-    message = " ".join(str(err).split())
-    if len(message) > 200:
-        message = message[:197] + "..."
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+def _cause(err: BaseException) -> str:
+    """What a one-line message quotes of a library's error: its type and first line."""
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 # --- checks and label ids ------------------------------------------------------------------
@@ -474,7 +472,7 @@ def carve_validation(
                                       stratify=train.labels, random_state=seed)
     except ValueError as err:
         fail(f"cannot carve a stratified validation split of {held_out} from {len(train)} "
-             f"training examples ({_one_line(err)}); use more data, another --validation-size, "
+             f"training examples ({_cause(err)}); use more data, another --validation-size, "
              "or pass --validation-data")
     return train.select(np.sort(keep)), train.select(np.sort(hold))
 

@@ -24,6 +24,22 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
+def first_line(err: BaseException | str, limit: int = 200) -> str:
+    """The first non-empty line of an error's text (its type's name when it has none), cut to
+    ``limit`` characters: what a one-line message quotes of an error from a library.
+
+    >>> first_line(ValueError("bad shape\\n  at node x"))
+    'bad shape'
+    >>> first_line(KeyError())
+    'KeyError'
+    """
+    text = err if isinstance(err, str) else str(err)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if lines:
+        return lines[0][:limit]
+    return type(err).__name__ if isinstance(err, BaseException) else ""
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one ``UserError`` line instead of usage + exit."""
 

@@ -18,27 +18,33 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from tfsent.cli import TRAIN_MODULES, add_verbose_flag, configure_logging, require_extra
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
-from tfsent.rundir import write_json_atomic
+from tfsent.features import MODEL_INPUTS, Encoded, make_dataset
+from tfsent.files import write_json_atomic
 
 if TYPE_CHECKING:
     import tensorflow as tf
     from matplotlib.figure import Figure
 
 
-def predict_logits(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(model, dataset: tf.data.Dataset,
+                   progress: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Labels and float32 logits of every example of ``dataset``, in the dataset's order.
 
     Bucketing reorders examples, so labels are collected from the same batches as the logits.
+    ``progress``: Keras' progress bar (1, or 2 for one line at the end) over the dataset's
+    batches, whose number the bar shows when the dataset knows it (``cardinality``).
     """
     import tensorflow as tf
+    import tf_keras
 
     # One trace for every batch shape: bucketing feeds many widths. The inputs are the
     # dataset's, which are the model's (DistilBERT takes no token_type_ids).
@@ -48,13 +54,52 @@ def predict_logits(model, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndar
     def logits_of(features):
         return tf.cast(model(features, training=False).logits, tf.float32)
 
+    batches = int(dataset.cardinality())
+    bar = tf_keras.utils.Progbar(batches if batches >= 0 else None, verbose=progress,
+                                 unit_name="batch") if progress else None
     labels, logits = [], []
     for features, y in dataset:
         logits.append(logits_of(features).numpy())
         labels.append(y.numpy())
+        if bar is not None:
+            bar.add(1)
     if not logits:
         return np.zeros([0], np.int64), np.zeros([0, model.config.num_labels], np.float32)
     return np.concatenate(labels), np.concatenate(logits)
+
+
+class SplitPredictions(NamedTuple):
+    """A split's labels and logits in the split's own order, and the seconds the pass took."""
+
+    labels: np.ndarray
+    logits: np.ndarray
+    seconds: float
+
+    @property
+    def reviews_per_second(self) -> float | None:
+        return len(self.labels) / self.seconds if self.seconds > 0 else None
+
+
+def predict_split(model, encoded: Encoded, batch_size: int, *, max_length: int | None = None,
+                  bucketing: bool = True, inputs: Sequence[str] = MODEL_INPUTS,
+                  progress: int = 0) -> SplitPredictions:
+    """The logits of every row of ``encoded``, in its order, and the time the pass took.
+
+    Rows are batched by length (``bucketing``: little padding, so fast) and their positions
+    travel through the pipeline in place of the labels, which puts every logit back in its
+    row's place: the output is the output of an unbucketed pass.
+    """
+    positions = Encoded(encoded.input_ids, np.arange(len(encoded)))
+    dataset = make_dataset(positions, batch_size, shuffle=False, seed=0, bucketing=bucketing,
+                           max_length=max_length, inputs=inputs)
+    start = time.perf_counter()
+    order, logits = predict_logits(model, dataset, progress=progress)
+    seconds = time.perf_counter() - start
+    in_order = np.empty_like(logits)
+    in_order[order] = logits
+    labels = (encoded.labels if encoded.labels is not None
+              else np.zeros(len(encoded), np.int64))
+    return SplitPredictions(labels, in_order, seconds)
 
 
 def compute_metrics(
@@ -160,16 +205,24 @@ def plot_training_curves(history_csv: str | Path, path: str | Path | None = None
 
 
 def evaluate_split(model, dataset, label_names: Sequence[str], run_dir: Path, split: str,
-                   predictions: tuple[np.ndarray, np.ndarray] | None = None,
+                   predictions: tuple[np.ndarray, np.ndarray] | SplitPredictions | None = None,
                    temperature: float | None = None) -> dict[str, Any]:
     """Metrics of one split, and its confusion matrix plotted into ``run_dir``.
 
     ``predictions`` (labels, logits) already made by this model skip the pass over ``dataset``.
-    With the run's calibration ``temperature``, the metrics also hold the split's ECE and NLL
-    before and after it (``calibration``), and its reliability diagram is plotted too.
+    The metrics hold the pass's speed (``reviews_per_second``) when it was timed: a pass made
+    here, or :func:`predict_split`'s. With the run's calibration ``temperature``, the metrics
+    also hold the split's ECE and NLL before and after it (``calibration``), and its
+    reliability diagram is plotted too.
     """
-    labels, logits = predict_logits(model, dataset) if predictions is None else predictions
+    if predictions is None:
+        start = time.perf_counter()
+        labels, logits = predict_logits(model, dataset)
+        predictions = SplitPredictions(labels, logits, time.perf_counter() - start)
+    labels, logits = predictions[0], predictions[1]
     metrics = compute_metrics(labels, logits, label_names)
+    if isinstance(predictions, SplitPredictions):
+        metrics["reviews_per_second"] = predictions.reviews_per_second
     suffix = "" if split == "validation" else f"_{split}"
     plot_confusion_matrix(metrics["confusion_matrix"], label_names,
                           run_dir / f"confusion_matrix{suffix}.png", f"Confusion matrix ({split})")
@@ -187,15 +240,16 @@ def evaluate_split(model, dataset, label_names: Sequence[str], run_dir: Path, sp
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None,
-                 batch_size: int | None = None) -> dict[str, Any]:
+                 batch_size: int | None = None, progress: int = 0) -> dict[str, Any]:
     """Re-evaluate a finished run: on its own validation/test splits, or on ``data``.
 
     ``data`` is any source ``--dataset`` takes; its test split is used when it has one, else all
     of it. Labels must be among the run's label names. The model computes in float32, and
-    Keras' global precision policy is left as it was.
+    Keras' global precision policy is left as it was. ``progress``: Keras' progress bar per
+    split (1), one line per split (2), or none (0).
     """
     from tfsent import data as data_stage
-    from tfsent.features import encode, make_dataset
+    from tfsent.features import encode
     from tfsent.model import family_of
     from tfsent.rundir import RunDir
 
@@ -217,11 +271,12 @@ def evaluate_run(run_dir: str | Path, data: str | None = None,
             continue
         encoded = encode(tokenizer, texts.texts, cfg.model.max_length, cfg.model.truncation,
                          texts.labels)
-        dataset = make_dataset(encoded, batch_size or cfg.train.eval_batch_size, shuffle=False,
-                               seed=cfg.train.seed, bucketing=cfg.train.bucketing,
-                               max_length=cfg.model.max_length,
-                               inputs=family_of(model.config.model_type).inputs)
-        results[split] = evaluate_split(model, dataset, label_names, run.path, split,
+        predictions = predict_split(model, encoded, batch_size or cfg.train.eval_batch_size,
+                                    bucketing=cfg.train.bucketing,
+                                    max_length=cfg.model.max_length,
+                                    inputs=family_of(model.config.model_type).inputs,
+                                    progress=progress)
+        results[split] = evaluate_split(model, None, label_names, run.path, split, predictions,
                                         temperature=run.temperature)
     return results
 
@@ -231,7 +286,9 @@ def format_report(results: dict[str, Any]) -> str:
     for split, m in results.items():
         lines.append(
             f"{split}: accuracy {m['accuracy']:.4f}  f1_macro {m['f1_macro']:.4f}  "
-            f"f1_weighted {m['f1_weighted']:.4f}  loss {m['loss']:.4f}  ({m['examples']} examples)"
+            f"f1_weighted {m['f1_weighted']:.4f}  loss {m['loss']:.4f}  ({m['examples']} examples"
+            + (f", {m['reviews_per_second']:,.1f} reviews/s)" if m.get("reviews_per_second")
+               else ")")
         )
         if "calibration" in m:
             c = m["calibration"]
@@ -258,7 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     add_verbose_flag(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose)
-    results = evaluate_run(args.run_dir, args.data, args.batch_size)
+    # A bar on a terminal; in a log file one line per split, not a bar redrawn per batch.
+    results = evaluate_run(args.run_dir, args.data, args.batch_size,
+                           progress=1 if sys.stdout.isatty() else 2)
     print(format_report(results))
     if args.output:
         write_json_atomic(args.output, results)

@@ -24,12 +24,11 @@ does not serve assets. ``assets/`` holds ``labels.txt``, ``vocab.txt`` and ``exp
 ``assets.extra/tf_serving_warmup_requests`` holds the ``PredictionLog`` records TF Serving replays
 before it marks a version ready.
 
-Versions are integers that only grow (next = highest + 1, counting only the folders TF Serving
-takes as versions: :mod:`tfsent.versions`). Each is written into a hidden, non-integer sibling,
-``.tmp-<N>-<pid>`` (TF Serving ignores it), scratch files included, and renamed into place, so
-a server polling the folder never loads half a model. An export killed midway (even by SIGKILL)
-leaves only that folder, which the next export into the same model folder removes once its
-process is gone.
+Versions are integers that only grow, each written into a hidden staging folder (scratch
+files included) and renamed into place, so a server polling the folder never loads half a
+model; an export killed midway (even by SIGKILL) leaves only that folder, which the next export
+into the same model folder removes: :mod:`tfsent.versions` does all that, this module builds
+the SavedModel.
 
 **Serving needs tensorflow-text's ops.** The tokenizer uses tensorflow-text ops
 (:data:`TF_TEXT_OPS`), which stock ``tensorflow/serving`` images link, from the tensorflow-text
@@ -37,7 +36,7 @@ release of their own version. Serve exports with :data:`SERVING_IMAGE`; the imag
 tensorflow-text version the export was made with are recorded in ``assets/export_config.json``:
 
 >>> SERVING_IMAGE
-'tensorflow/serving:2.20.0'
+'tensorflow/serving:2.21.0'
 """
 
 from __future__ import annotations
@@ -47,8 +46,6 @@ import functools
 import json
 import logging
 import math
-import os
-import re
 import shutil
 import sys
 import tempfile
@@ -62,7 +59,12 @@ from typing import TYPE_CHECKING, Any
 from tfsent.cli import TRAIN_MODULES, add_verbose_flag, configure_logging, require_extra
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
 from tfsent.rundir import RunDir
-from tfsent.versions import INT64_MAX, parse_version, scan_versions
+from tfsent.signatures import OUTPUTS, SERVING_SIGNATURE, TEXT_INPUT, TOKEN_IDS_SIGNATURE
+from tfsent.versions import (
+    next_version,
+    remove_stale_staging,
+    staged_version,
+)
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -72,17 +74,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The TF Serving image exports are made for, named here only (compose, k8s, README and tests
-# read or check against it). Not derived from the installed TensorFlow: there is no TF Serving
-# 2.21 release, and 2.20.0, the newest, links tensorflow-text 2.20.0, which has every
-# tensorflow-text op the export uses (TF_TEXT_OPS). setup.cfg pins TF / tensorflow-text to 2.20
-# to match. Move both together.
-SERVING_IMAGE = "tensorflow/serving:2.20.0"
+# read or check against it). Not derived from the installed TensorFlow: the image must be a
+# release that exists and links a tensorflow-text with every op the export uses (TF_TEXT_OPS);
+# 2.21.0 links tensorflow-text 2.21. setup.cfg pins TF / tensorflow-text to the same minor, so
+# training, export and the production server run one TensorFlow; move them together. Older
+# servers are a separate promise, checked by benchmarks/serving_compat.py (2.20 loads a 2.21
+# export and agrees).
+SERVING_IMAGE = "tensorflow/serving:2.21.0"
+# The oldest TF Serving release an export is verified to load in (benchmarks/serving_compat.py).
+OLDEST_VERIFIED_SERVING = "2.20.0"
 # The tensorflow-text ops the serving graph may hold (NormalizeUTF8 only for accent-stripping,
 # i.e. uncased, vocabularies); the rest are TensorFlow core ops.
 TF_TEXT_OPS = ("FastWordpieceTokenizeWithOffsets", "NormalizeUTF8", "RegexSplitWithOffsets")
-SERVING_SIGNATURE = "serving_default"
-TOKEN_IDS_SIGNATURE = "token_ids"
-OUTPUTS = ("probabilities", "label_id", "label", "logits", "classes")
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # Replayed by TF Serving before a version serves: a short and a long review (the longest shape,
 # up to max_length), alone and in a batch, so the first real requests do not pay for tracing.
@@ -96,13 +99,8 @@ WARMUP_TEXTS = (
 )
 # Never registered in a C++ server: a graph holding these can only run inside Python.
 PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
-# Staging folders: ".tmp-<version>-<pid>", never an integer, so TF Serving never loads one.
-STAGING_PREFIX = ".tmp-"
-_STAGING = re.compile(r"\.tmp-([0-9]+)-([0-9]+)")
-# Inside a staging folder, removed before the rename: a lock its export holds while it runs
-# (released by the kernel however the process ends), and the export's scratch files, kept in the
-# staging folder so that a killed export leaves nothing anywhere else.
-LOCK_FILE = ".lock"
+# Inside the staging folder (tfsent.versions.staged_version), removed before the rename: the
+# export's scratch files, kept there so that a killed export leaves nothing anywhere else.
 SCRATCH_DIR = ".scratch"
 
 
@@ -122,150 +120,9 @@ def export_run(
     base = Path(export_dir) / model_name
     remove_stale_staging(base)
     version = next_version(base, version)
-    with _staging_dir(base, version) as staging:
+    with staged_version(base, version) as staging:
         write_saved_model(run, staging, model_name, version)
-        (staging / LOCK_FILE).unlink(missing_ok=True)
-        target = base / str(version)
-        try:
-            os.rename(staging, target)  # atomic: servers see no version or a whole one
-        except OSError as err:
-            fail(f"could not move the export into {target} ({err.strerror}); "
-                 "was that version written meanwhile? export again")
-    return target
-
-
-def existing_versions(base: str | Path) -> list[int]:
-    """The versions under ``base`` as TF Serving reads them (:func:`tfsent.versions.scan_versions`),
-    in increasing order."""
-    return sorted(scan_versions(base) or {})
-
-
-def next_version(base: str | Path, version: int | None = None) -> int:
-    """``version`` if it is free, else a ``UserError``; by default the highest + 1, or 1.
-
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     for name in ("1", "02", "²", ".tmp-7-12345"):
-    ...         (Path(tmp) / name).mkdir()
-    ...     print(existing_versions(tmp), next_version(tmp))
-    [1, 2] 3
-    """
-    versions = existing_versions(base)
-    if version is None:
-        version = versions[-1] + 1 if versions else 1
-        if version > INT64_MAX:
-            fail(f"{base} already holds version {versions[-1]}, TF Serving's largest; "
-                 "export to another --model-name")
-        return version
-    if version < 1:
-        fail(f"--version {version} is not a positive integer; TF Serving versions are 1, 2, ...")
-    if parse_version(str(version)) is None:
-        fail(f"--version {version} is above TF Serving's largest version, {INT64_MAX}")
-    if version in versions:
-        hint = f" or omit it to get {versions[-1] + 1}" if versions[-1] < INT64_MAX else ""
-        fail(f"version {version} already exists in {base}; pass another --version{hint}")
-    return version
-
-
-def remove_stale_staging(base: str | Path) -> list[Path]:
-    """Remove the staging folders under ``base`` whose export is gone (killed); return them.
-
-    A staging folder is live while its export holds the lock in it (``flock``, released by the
-    kernel when the process ends, however it ends, also over NFS) or, before the lock exists,
-    while the process whose pid its name carries runs.
-    """
-    try:
-        children = sorted(Path(base).iterdir())
-    except OSError:  # absent or unreadable: the export itself says what is wrong, if anything
-        return []
-    removed = []
-    for folder in children:
-        match = _STAGING.fullmatch(folder.name)
-        if match and folder.is_dir() and not _export_running(folder, int(match[2])):
-            shutil.rmtree(folder, ignore_errors=True)
-            log.info("removed %s, left by an export that did not finish", folder)
-            removed.append(folder)
-    return removed
-
-
-def _export_running(staging: Path, pid: int) -> bool:
-    if pid == os.getpid():  # ours (another thread's export): never stale while we run
-        return True
-    try:
-        fd = os.open(staging / LOCK_FILE, os.O_RDONLY)
-    except FileNotFoundError:  # made a moment ago, or its lock removed just before the rename
-        return _pid_running(pid)
-    except OSError:
-        return True  # cannot tell: leave it
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the pid alone tells
-        os.close(fd)
-        return _pid_running(pid)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True  # held: the export runs
-    finally:
-        os.close(fd)
-    return False
-
-
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    except (OverflowError, ValueError, OSError):
-        return False  # not a pid at all
-    return True
-
-
-@contextmanager
-def _staging_dir(base: Path, version: int) -> Iterator[Path]:
-    """A fresh ``base/.tmp-<version>-<pid>``, locked while the export runs; made first (an
-    unwritable target fails fast) and removed, with any folders made for it, if the export
-    fails."""
-    made = [p for p in (base, *base.parents) if not p.exists()]
-    staging = base / f"{STAGING_PREFIX}{version}-{os.getpid()}"
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        staging.mkdir()
-    except OSError as err:
-        _remove_empty(made)
-        fail(f"cannot write to {base} ({err.strerror}); pass a writable --export-dir")
-    lock = None
-    try:
-        lock = _lock(staging / LOCK_FILE)
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_empty(made)
-        raise
-    finally:
-        if lock is not None:
-            os.close(lock)
-
-
-def _lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        import fcntl
-
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:
-        pass
-    return fd
-
-
-def _remove_empty(folders: Iterable[Path]) -> None:
-    for folder in folders:  # deepest first
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+    return base / str(version)
 
 
 def write_saved_model(run: RunDir, target: Path, model_name: str, version: int) -> None:
@@ -306,7 +163,7 @@ def _write_saved_model(run: RunDir, target: Path, scratch: Path, model_name: str
         "tokenizer": {"class_name": type(graph_tokenizer).__name__, "vocab_file": "vocab.txt",
                       "config": tokenizer_config},
         "signatures": {
-            SERVING_SIGNATURE: {"inputs": ["text"], "outputs": list(OUTPUTS)},
+            SERVING_SIGNATURE: {"inputs": [TEXT_INPUT], "outputs": list(OUTPUTS)},
             TOKEN_IDS_SIGNATURE: {"inputs": list(graph_tokenizer.model_inputs),
                                   "outputs": list(OUTPUTS)},
         },
@@ -391,7 +248,7 @@ def sentiment_module_class() -> type:
     and its CLI's bad-input errors do not wait for TensorFlow."""
     import tensorflow as tf
 
-    text_spec = tf.TensorSpec([None], tf.string, name="text")
+    text_spec = tf.TensorSpec([None], tf.string, name=TEXT_INPUT)
 
     class SentimentModule(tf.Module):
         """The fine-tuned model behind two signatures: raw text, or token ids (the inputs the
@@ -457,7 +314,7 @@ def warmup_requests(model_name: str, batches: Iterable[Sequence[str]] = WARMUP_T
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = SERVING_SIGNATURE
-        request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
+        request.inputs[TEXT_INPUT].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
         yield prediction_log_pb2.PredictionLog(
             predict_log=prediction_log_pb2.PredictLog(request=request)
         )

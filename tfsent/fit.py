@@ -1,7 +1,8 @@
 """Fit: fine-tune ``TFBertForSequenceClassification`` with Keras ``fit``, end to end.
 
-The run reads top to bottom in :func:`fit`: data, tokenizer, features, model (compiled with its
-built-in loss: no ``loss=``), callbacks, ``model.fit`` (:func:`train`), then :func:`finish`
+The run reads top to bottom in :func:`fit`: data, tokenizer, then :func:`train`: features
+(:func:`make_datasets`), model (:func:`compile_model`, with its built-in loss: no ``loss=``),
+callbacks (:func:`make_callbacks`), ``model.fit``; then :func:`finish`
 (save the best epoch, evaluate, calibrate, plot, ``metrics.json``) and :func:`export`.
 
     python -m tfsent.fit --config demo                      # offline demo, about a minute on CPU
@@ -35,7 +36,14 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfsent.cli import TRAIN_MODULES, configure_logging, require_extra
+from tfsent.cli import (
+    SERVE_MODULES,
+    TRAIN_MODULES,
+    configure_logging,
+    install_command,
+    missing_module,
+    require_extra,
+)
 from tfsent.config import (
     CliOptions,
     DataConfig,
@@ -45,10 +53,12 @@ from tfsent.config import (
     parse_args,
 )
 from tfsent.errors import fail, run_cli
-from tfsent.rundir import RunDir, read_json, write_json_atomic
+from tfsent.files import read_json, write_json_atomic
+from tfsent.rundir import RunDir
 
 if TYPE_CHECKING:
     from tfsent.data import Splits
+    from tfsent.features import Encoded
 
 DESCRIPTION = (
     "Fine-tune BERT for sentiment (TFBertForSequenceClassification, Keras fit), evaluate it, "
@@ -93,18 +103,19 @@ def plan_run(run: RunDir, cfg: RunConfig) -> str:
 
 
 def fit(cfg: RunConfig, extra_callbacks: list | None = None,
-        evaluate_test: bool = True) -> dict[str, Any]:
+        evaluate_test: bool = True, splits: Splits | None = None) -> dict[str, Any]:
     """Train, evaluate and save one run (or continue an interrupted one); return its metrics
     (also in ``metrics.json``).
 
     ``extra_callbacks`` are Keras callbacks added to tfsent's own (e.g. to watch or stop a run).
     ``evaluate_test=False`` never scores the test split (tune's trials rank on validation only).
+    ``splits``: ``cfg.data``'s splits, when the caller loaded them already (default: loaded here).
     """
     import tf_keras
 
     from tfsent.data import load_splits
+    from tfsent.distribute import is_chief, make_multi_worker_strategy
     from tfsent.model import build_tiny_tokenizer, load_tokenizer, model_family, tiny_family
-    from tfsent.workers import is_chief, make_multi_worker_strategy
 
     cfg.check()
     run = RunDir(cfg.train.output_dir)
@@ -120,7 +131,8 @@ def fit(cfg: RunConfig, extra_callbacks: list | None = None,
 
     tf_keras.utils.set_random_seed(cfg.train.seed)
     # Data and tokenizer first: bad input fails here, before anything is written.
-    splits = load_splits(cfg.data, cfg.train.seed)
+    if splits is None:
+        splits = load_splits(cfg.data, cfg.train.seed)
     m = cfg.model
     model_family(m.model)  # another family than the supported ones fails here, in one line
     if action != NEW:
@@ -180,46 +192,12 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
     """
     import tf_keras
 
-    from tfsent.callbacks import (
-        Backup,
-        EpochSeconds,
-        ExpectStart,
-        Prune,
-        ReseedDropout,
-        ValidationScores,
-        keep_best_files_of,
-        save_epoch_files,
-    )
-    from tfsent.evaluate import predict_logits
-    from tfsent.features import count_batches, encode, make_dataset, make_train_dataset
-    from tfsent.model import (
-        build_model,
-        generator_dropout,
-        make_optimizer,
-        make_strategy,
-        model_family,
-        precision_policy,
-        resolve_precision,
-    )
-    from tfsent.workers import (
-        is_chief,
-        is_multi_worker,
-        private_run,
-        shard_by_examples,
-        wait_for_all,
-    )
+    from tfsent.callbacks import keep_best_files_of
+    from tfsent.distribute import is_chief, make_strategy, private_run, wait_for_all
+    from tfsent.model import generator_dropout, precision_policy, resolve_precision
 
-    m, t = cfg.model, cfg.train
-    inputs = model_family(m.model).inputs
-    train_rows = encode(tokenizer, splits.train.texts, m.max_length, m.truncation,
-                        splits.train.labels)
-    valid_rows = encode(tokenizer, splits.validation.texts, m.max_length, m.truncation,
-                        splits.validation.labels)
-    valid_ds = make_dataset(valid_rows, t.eval_batch_size, shuffle=False, seed=t.seed,
-                            bucketing=t.bucketing, pad_to_bucket_boundary=t.jit_compile,
-                            max_length=m.max_length, inputs=inputs)
-    steps = count_batches(train_rows.lengths, t.batch_size, bucketing=t.bucketing,
-                          max_length=m.max_length)
+    t = cfg.train
+    train_rows, valid_ds, steps = make_datasets(cfg, splits, tokenizer)
     policy = resolve_precision(t.mixed_precision)
     if strategy is None:
         strategy = make_strategy(t.strategy)
@@ -232,17 +210,7 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
     seeded = strategy.num_replicas_in_sync == 1
     with precision_policy(policy), strategy.scope(), (
             generator_dropout() if seeded else nullcontext()):
-        model = build_model(m.model, splits.label_names, tokenizer)
-        optimizer = make_optimizer(t.learning_rate, steps * t.epochs, t.warmup_ratio,
-                                   t.weight_decay)
-        # No loss= : the model's built-in loss (hf_compute_loss) trains it.
-        model.compile(
-            optimizer=optimizer,
-            metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=t.jit_compile,
-        )
-        if is_multi_worker(strategy):  # Keras sums the replicas' running means in the bars
-            model.distribute_reduction_method = "first"
+        model = compile_model(cfg, splits.label_names, tokenizer, steps, strategy)
         # The model loaded, so the input is good: only now is anything written.
         if chief:
             if new:
@@ -257,47 +225,27 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
         if chief and start_epoch == 0 and start_step == 0:
             shutil.rmtree(run.logs_dir, ignore_errors=True)
         stop = t.early_stopping_patience
-        over = start_epoch >= t.epochs or (
+        over = start_epoch >= t.epochs or bool(best and best.get("averaged_epochs")) or (
             stop is not None and best is not None and start_epoch - best["epoch"] >= stop)
         if not over:
             if start_epoch or start_step:
                 _say(t, f"resuming at epoch {start_epoch + 1} of {t.epochs}"
                      + (f", step {start_step + 1} of {steps}" if start_step else ""))
-            train_ds, _ = make_train_dataset(
-                train_rows, t.batch_size, seed=t.seed, epochs=t.epochs,
-                start_epoch=start_epoch, start_step=start_step, bucketing=t.bucketing,
-                pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length, inputs=inputs)
-            if is_multi_worker(strategy):  # each worker gets its share of every global batch
-                train_ds = shard_by_examples(train_ds)
-            scores = ValidationScores(own, valid_ds, splits.label_names, t.monitor, best,
-                                      patience=stop)
-            callbacks = [scores]  # first: it adds the val_ metrics the callbacks after it read
-            if t.progress:  # after scores: the bar's epoch line shows the val_ metrics
-                callbacks.append(tf_keras.callbacks.ProgbarLogger(count_mode="steps"))
-            callbacks += [
-                EpochSeconds(),
-                tf_keras.callbacks.CSVLogger(str(run.history_csv), append=True),
-                tf_keras.callbacks.TensorBoard(str(run.logs_dir)),
-                Backup(str(own.backup_dir), t.backup_every_steps),
-                Prune(own),  # after the backup: only then may the previous best go
-                ExpectStart(start_epoch, start_step),
-            ]
-            if not chief:  # the run's history and logs are the chief's to write
-                callbacks = [c for c in callbacks if not isinstance(
-                    c, (tf_keras.callbacks.CSVLogger, tf_keras.callbacks.TensorBoard))]
-            if seeded:
-                callbacks.append(ReseedDropout(t.seed))
-            callbacks += extra_callbacks or []
+            train_ds = train_dataset(cfg, train_rows, start_epoch, start_step, strategy)
+            scores, callbacks = make_callbacks(
+                run, own, cfg, valid_ds, splits.label_names, best, (start_epoch, start_step),
+                chief=chief, seeded=seeded, extra=extra_callbacks)
             model.fit(train_ds, epochs=t.epochs, steps_per_epoch=steps,
                       initial_epoch=start_epoch, callbacks=callbacks, verbose=t.progress)
             best = scores.best
             start_epoch = scores.last_epoch or start_epoch
         if best is None:  # every epoch's monitored value was NaN: keep the last weights
-            labels, logits = predict_logits(model, valid_ds)
-            save_epoch_files(model, own, start_epoch, labels, logits)
-            best = {"epoch": start_epoch, "monitor": t.monitor, "value": float("nan"),
-                    "val_loss": None}
-            write_json_atomic(own.best_file, {**best, "previous": None})
+            keep_last_epoch(model, own, valid_ds, start_epoch, t.monitor)
+        if t.average_last:
+            from tfsent.callbacks import average_last_epochs
+
+            average_last_epochs(model, own, t.average_last, start_epoch, valid_ds,
+                                splits.label_names, t.monitor)
     if chief:
         write_json_atomic(run.trained_file, {"epochs": start_epoch, "planned_epochs": t.epochs,
                                              "steps_per_epoch": steps,
@@ -310,6 +258,132 @@ def train(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer, *, new: bool,
     tf_keras.backend.clear_session()
 
 
+def make_datasets(cfg: RunConfig, splits: Splits, tokenizer) -> tuple[Encoded, Any, int]:
+    """The training split encoded (its batches depend on where training resumes:
+    :func:`train_dataset`), the validation batches, and the number of steps of one epoch."""
+    from tfsent.features import count_batches, encode, make_dataset
+    from tfsent.model import model_family
+
+    m, t = cfg.model, cfg.train
+    train_rows = encode(tokenizer, splits.train.texts, m.max_length, m.truncation,
+                        splits.train.labels)
+    valid_rows = encode(tokenizer, splits.validation.texts, m.max_length, m.truncation,
+                        splits.validation.labels)
+    valid_ds = make_dataset(valid_rows, t.eval_batch_size, shuffle=False, seed=t.seed,
+                            bucketing=t.bucketing, pad_to_bucket_boundary=t.jit_compile,
+                            max_length=m.max_length, inputs=model_family(m.model).inputs)
+    steps = count_batches(train_rows.lengths, t.batch_size, bucketing=t.bucketing,
+                          max_length=m.max_length)
+    return train_rows, valid_ds, steps
+
+
+def train_dataset(cfg: RunConfig, train_rows: Encoded, start_epoch: int, start_step: int,
+                  strategy: Any) -> Any:
+    """The training batches from ``(start_epoch, start_step)`` to the last epoch, in the order
+    an uninterrupted run takes them; under several workers, each worker's share of them."""
+    from tfsent.distribute import is_multi_worker, shard_by_examples
+    from tfsent.features import make_train_dataset
+    from tfsent.model import model_family
+
+    m, t = cfg.model, cfg.train
+    train_ds, _ = make_train_dataset(
+        train_rows, t.batch_size, seed=t.seed, epochs=t.epochs,
+        start_epoch=start_epoch, start_step=start_step, bucketing=t.bucketing,
+        pad_to_bucket_boundary=t.jit_compile, max_length=m.max_length,
+        inputs=model_family(m.model).inputs)
+    if is_multi_worker(strategy):  # each worker gets its share of every global batch
+        train_ds = shard_by_examples(train_ds)
+    return train_ds
+
+
+def compile_model(cfg: RunConfig, label_names: list[str], tokenizer, steps: int,
+                  strategy: Any) -> Any:
+    """The model to train, compiled, in the caller's strategy scope and precision policy."""
+    import tf_keras
+
+    from tfsent.distribute import is_multi_worker
+    from tfsent.model import build_model, make_optimizer
+
+    t = cfg.train
+    k = t.gradient_accumulation_steps
+    if k > 1 and strategy.num_replicas_in_sync > 1:
+        fail(f"--gradient-accumulation-steps {k} runs on one device, not "
+             f"{strategy.num_replicas_in_sync} replicas; pass --strategy default")
+    model = build_model(cfg.model.model, label_names, tokenizer)
+    # The schedule counts optimizer steps: one per K batches and one at each epoch's end.
+    optimizer = make_optimizer(t.learning_rate, -(-steps // k) * t.epochs, t.warmup_ratio,
+                               t.weight_decay, layerwise_lr_decay=t.layerwise_lr_decay,
+                               num_layers=model.config.num_hidden_layers, accumulation_steps=k)
+    # No loss= : the model's built-in loss (hf_compute_loss) trains it.
+    model.compile(
+        optimizer=optimizer,
+        metrics=[tf_keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=t.jit_compile,
+    )
+    if is_multi_worker(strategy):  # Keras sums the replicas' running means in the bars
+        model.distribute_reduction_method = "first"
+    return model
+
+
+def make_callbacks(run: RunDir, own: RunDir, cfg: RunConfig, valid_ds: Any,
+                   label_names: list[str], best: dict[str, Any] | None, start: tuple[int, int],
+                   *, chief: bool, seeded: bool, extra: list | None) -> tuple[Any, list]:
+    """tfsent's Keras callbacks, in the order they must run, then ``extra``; and the
+    ``ValidationScores`` among them, which knows the best epoch once ``fit`` returns.
+
+    ``own`` is where this worker saves (the run itself on the chief); ``start`` the
+    ``(epoch, step)`` training resumes at; ``seeded``: dropout is reseeded every step.
+    """
+    import tf_keras
+
+    from tfsent.callbacks import (
+        AccumulationBoundary,
+        Backup,
+        EpochSeconds,
+        ExpectStart,
+        HistoryCSV,
+        Prune,
+        ReseedDropout,
+        SnapshotLastEpochs,
+        ValidationScores,
+    )
+
+    t = cfg.train
+    scores = ValidationScores(own, valid_ds, label_names, t.monitor, best,
+                              patience=t.early_stopping_patience)
+    callbacks = [scores]  # first: it adds the val_ metrics the callbacks after it read
+    if t.progress:  # after scores: the bar's epoch line shows the val_ metrics
+        callbacks.append(tf_keras.callbacks.ProgbarLogger(count_mode="steps"))
+    callbacks.append(EpochSeconds())
+    if chief:  # the run's history and logs are the chief's to write
+        callbacks += [HistoryCSV(str(run.history_csv), append=True),
+                      tf_keras.callbacks.TensorBoard(str(run.logs_dir))]
+    if t.average_last:  # before the backup, as the epoch's other files
+        callbacks.append(SnapshotLastEpochs(own, t.average_last))
+    callbacks += [
+        Backup(str(own.backup_dir), t.backup_every_steps),
+        Prune(own),  # after the backup: only then may the previous best go
+        ExpectStart(*start),
+    ]
+    if seeded:
+        callbacks.append(ReseedDropout(t.seed))
+    if t.gradient_accumulation_steps > 1:
+        callbacks.append(AccumulationBoundary())
+    return scores, callbacks + (extra or [])
+
+
+def keep_last_epoch(model: Any, own: RunDir, valid_ds: Any, epoch: int, monitor: str) -> None:
+    """Save the last epoch as the best one: what is kept when every epoch's monitored value
+    was NaN (no epoch was better than another)."""
+    from tfsent.callbacks import save_epoch_files
+    from tfsent.evaluate import predict_logits
+
+    labels, logits = predict_logits(model, valid_ds)
+    save_epoch_files(model, own, epoch, labels, logits)
+    best = {"epoch": epoch, "monitor": monitor, "value": float("nan"), "val_loss": None}
+    write_json_atomic(own.best_file, {**best, "previous": None})
+
+
 def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
            evaluate_test: bool = True) -> dict[str, Any]:
     """Save the best epoch as ``model/``, evaluate it, calibrate, plot, write ``metrics.json``.
@@ -320,10 +394,9 @@ def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
     import tf_keras
 
     from tfsent.callbacks import load_predictions
-    from tfsent.evaluate import evaluate_split, plot_training_curves
-    from tfsent.features import encode, make_dataset
-    from tfsent.model import build_model, family_of
-    from tfsent.rundir import float32_policy
+    from tfsent.evaluate import evaluate_split, plot_training_curves, predict_split
+    from tfsent.features import encode
+    from tfsent.model import build_model, family_of, float32_policy
 
     m, t = cfg.model, cfg.train
     trained, best = run.trained, run.best
@@ -354,6 +427,8 @@ def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
                                       if seconds else None),
         "precision_policy": trained["precision_policy"],
     }
+    if best.get("averaged_epochs"):  # --average-last: the mean of these epochs' weights
+        metrics["averaged_epochs"] = best["averaged_epochs"]
     # The best epoch's validation predictions, made while it trained: no second pass.
     labels, logits = load_predictions(run, best["epoch"])
     metrics["validation"] = evaluate_split(model, None, splits.label_names, run.path,
@@ -367,11 +442,12 @@ def finish(run: RunDir, cfg: RunConfig, splits: Splits, tokenizer,
     temperature = metrics["calibration"]["temperature"]
     if evaluate_test and splits.test is not None:
         test = encode(tokenizer, splits.test.texts, m.max_length, m.truncation, splits.test.labels)
-        test_ds = make_dataset(test, t.eval_batch_size, shuffle=False, seed=t.seed,
-                               bucketing=t.bucketing, max_length=m.max_length,
-                               inputs=family_of(model.config.model_type).inputs)
-        metrics["test"] = evaluate_split(model, test_ds, splits.label_names, run.path, "test",
-                                         temperature=temperature)
+        predictions = predict_split(model, test, t.eval_batch_size, bucketing=t.bucketing,
+                                    max_length=m.max_length,
+                                    inputs=family_of(model.config.model_type).inputs,
+                                    progress=t.progress)
+        metrics["test"] = evaluate_split(model, None, splits.label_names, run.path, "test",
+                                         predictions, temperature=temperature)
     plot_training_curves(run.history_csv, run.training_curves_png,
                          best_epoch=best["epoch"] - 1)  # it counts from 0, as history.csv
     write_json_atomic(run.metrics_file, metrics)
@@ -388,7 +464,7 @@ def export(run: RunDir, cfg: RunConfig, metrics: dict[str, Any]) -> dict[str, An
     if not t.export_dir or metrics.get("export"):
         return metrics
     from tfsent.export import export_run
-    from tfsent.versions import scan_versions
+    from tfsent.versions import existing_versions, next_version
 
     base = Path(t.export_dir) / t.model_name
     marker = read_json(run.export_marker) or {}
@@ -397,9 +473,8 @@ def export(run: RunDir, cfg: RunConfig, metrics: dict[str, Any]) -> dict[str, An
     if version is not None and (base / str(version) / "saved_model.pb").is_file():
         path = base / str(version)  # renamed into place just before the kill
     if path is None:  # (export_run removes the staging folder a killed export left)
-        versions = scan_versions(base) or {}
-        if version is None or version in versions:
-            version = max(versions, default=0) + 1
+        if version is None or version in existing_versions(base):
+            version = next_version(base)
         write_json_atomic(run.export_marker, {"base": str(base.resolve()), "version": version})
         path = export_run(run.path, t.export_dir, t.model_name, version)
     metrics["export"] = str(path)
@@ -412,7 +487,7 @@ def export(run: RunDir, cfg: RunConfig, metrics: dict[str, Any]) -> dict[str, An
 def worker_result(strategy: Any) -> dict[str, Any]:
     """What :func:`fit` returns on a multi-worker worker other than the chief: the chief
     alone saves, evaluates and exports the run."""
-    from tfsent.workers import worker_name
+    from tfsent.distribute import worker_name
 
     return {"worker": worker_name(strategy)}
 
@@ -448,6 +523,8 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         lines.append(f"{'export:':12}{export_path}")
         lines.append(f"{'next:':12}python -m tfsent.predict --saved-model {base} "
                      '"a wonderful, moving film"')
+        if missing_module(SERVE_MODULES):  # e.g. after the Quickstart's [train] install
+            lines.append(f"{'':12}{install_command('serve')}")
         lines.append(f"{'':12}python -m tfsent.serve --model_name={base.name} "
                      f"--model_base_path={base}")
     else:
@@ -459,18 +536,25 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     require_extra("train", TRAIN_MODULES, "training")
-    from tfsent.config import HubConfig
+    from tfsent.config import HubConfig, chosen_options
+    from tfsent.data import load_splits
     from tfsent.push import check_repo_id, push_run
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    types = (DataConfig, ModelConfig, TrainConfig, HubConfig, CliOptions)
     data_cfg, model_cfg, train_cfg, hub_cfg, options = parse_args(
-        (DataConfig, ModelConfig, TrainConfig, HubConfig, CliOptions), DESCRIPTION,
-        list(sys.argv[1:] if argv is None else argv), prog="python -m tfsent.fit",
-    )
+        types, DESCRIPTION, argv, prog="python -m tfsent.fit")
     configure_logging(options.verbose)
+    if "progress" not in chosen_options(types, argv) and not sys.stdout.isatty():
+        train_cfg.progress = 2  # a log file gets one line per epoch, not bars redrawn with \b
     cfg = RunConfig(data_cfg, model_cfg, train_cfg).check()
     if hub_cfg.push_to_hub:
         check_repo_id(hub_cfg.push_to_hub)  # before training, not after
-    metrics = fit(cfg)
+    # The run folder and the data are checked before TensorFlow loads (10 s and more), so that
+    # a wrong path or column is said at once.
+    action = plan_run(RunDir(cfg.train.output_dir), cfg)
+    splits = None if action == EXPORT else load_splits(cfg.data, cfg.train.seed)
+    metrics = fit(cfg, splits=splits)
     print(summary(cfg, metrics))
     if hub_cfg.push_to_hub and "worker" not in metrics:  # the chief pushes
         url = push_run(cfg.train.output_dir, hub_cfg.push_to_hub, token=hub_cfg.hub_token,

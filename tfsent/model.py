@@ -41,11 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfsent.errors import fail
+from tfsent.errors import fail, first_line
 from tfsent.features import MODEL_INPUTS
 
 if TYPE_CHECKING:
-    import tensorflow as tf
     from transformers import PretrainedConfig, PreTrainedTokenizerFast, TFPreTrainedModel
 
 TINY = "tiny"
@@ -144,6 +143,21 @@ def wordpiece_tokenizer_class(family: str) -> type:
     return getattr(transformers, TOKENIZER_MAPPING_NAMES[family][1])
 
 
+def wordpiece_tokenizer(vocab: Sequence[str], family: str = "bert",
+                        lowercase: bool = True) -> PreTrainedTokenizerFast:
+    """The fast WordPiece tokenizer of ``family`` over ``vocab`` (token id = position).
+
+    >>> tok = wordpiece_tokenizer([*SPECIAL_TOKENS, "good", "film", "##s"])
+    >>> tok.tokenize("Good films"), tok.pad_token_id
+    (['good', 'film', '##s'], 0)
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp) / "vocab.txt"  # the format BERT tokenizers load
+        vocab_file.write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
+        return wordpiece_tokenizer_class(family)(vocab_file=str(vocab_file),
+                                                 do_lower_case=lowercase)
+
+
 def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000,
                          family: str = "bert") -> PreTrainedTokenizerFast:
     """A lowercase WordPiece tokenizer of ``family`` (``BertTokenizerFast`` for BERT) with a
@@ -173,10 +187,7 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 2000,
         if word not in known:
             vocab.append(word)
             known.add(word)
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab_file = Path(tmp) / "vocab.txt"  # the format BERT tokenizers load
-        vocab_file.write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
-        return wordpiece_tokenizer_class(family)(vocab_file=str(vocab_file), do_lower_case=True)
+    return wordpiece_tokenizer(vocab, family)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerFast:
@@ -220,18 +231,10 @@ def build_model(
     ``label_names`` (``TFBertForSequenceClassification`` for BERT)."""
     from transformers import TFAutoModelForSequenceClassification
 
-    labels = {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: i for i, name in enumerate(label_names)},
-    }
     family = tiny_family(name_or_path)
     if family is not None:
-        model = TFAutoModelForSequenceClassification.from_config(
-            tiny_config(family, len(tokenizer), **labels))
-        model(model.dummy_inputs, training=False)  # create the variables now
-        return model
-    config = _load_config(name_or_path, **labels)
+        return build_tiny_model(family, len(tokenizer), label_names)
+    config = _load_config(name_or_path, **label_options(label_names))
     family_of(config.model_type, name_or_path)
     path = Path(name_or_path)
     if path.is_dir() and not any((path / f).is_file() for f in TF_WEIGHTS):
@@ -245,6 +248,53 @@ def build_model(
         return TFAutoModelForSequenceClassification.from_pretrained(name_or_path, config=config)
     except OSError as err:
         fail(_hub_message(name_or_path, "model", err))
+
+
+def label_options(label_names: Sequence[str]) -> dict[str, Any]:
+    """The config options of a classification head for ``label_names``.
+
+    >>> label_options(["neg", "pos"])
+    {'num_labels': 2, 'id2label': {0: 'neg', 1: 'pos'}, 'label2id': {'neg': 0, 'pos': 1}}
+    """
+    return {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
+
+
+def build_tiny_model(family: str, vocab_size: int, label_names: Sequence[str],
+                     **config: Any) -> TFPreTrainedModel:
+    """An untrained tiny ``TF*ForSequenceClassification`` of ``family`` (:func:`tiny_config`,
+    with ``config`` overriding its options), its variables created so it can be saved."""
+    from transformers import TFAutoModelForSequenceClassification
+
+    model = TFAutoModelForSequenceClassification.from_config(
+        tiny_config(family, vocab_size, **{**label_options(label_names), **config}))
+    model(model.dummy_inputs, training=False)
+    return model
+
+
+def load_trained_model(model_dir: Path) -> TFPreTrainedModel:
+    """A model saved with ``save_pretrained``, in float32 whatever it trained in.
+
+    Runs may train under a mixed-precision Keras policy; evaluation and export compute in
+    float32 so their outputs match on every server (CPU kernels for fp16/bf16 are slow or
+    missing). transformers' "All model checkpoint layers were used..." notice is kept quiet.
+    """
+    from transformers import TFAutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with float32_policy():
+            return TFAutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    except (OSError, ValueError) as err:
+        fail(f"could not load the model in {model_dir} ({first_line(err)}); "
+             "re-run python -m tfsent.fit")
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def load_pytorch_safetensors(file: Path, config: PretrainedConfig) -> TFPreTrainedModel:
@@ -276,43 +326,30 @@ def load_pytorch_safetensors(file: Path, config: PretrainedConfig) -> TFPreTrain
 
 
 def make_optimizer(
-    learning_rate: float, num_train_steps: int, warmup_ratio: float, weight_decay: float
+    learning_rate: float, num_train_steps: int, warmup_ratio: float, weight_decay: float,
+    *, layerwise_lr_decay: float = 1.0, num_layers: int = 0, accumulation_steps: int = 1,
 ):
-    """AdamW (no decay on LayerNorm and biases) with linear warmup then linear decay to 0."""
+    """AdamW (no decay on LayerNorm and biases) with linear warmup then linear decay to 0
+    over ``num_train_steps`` optimizer steps.
+
+    With ``layerwise_lr_decay`` below 1 (over the ``num_layers`` encoder layers) or
+    ``accumulation_steps`` above 1, the same AdamW and schedule as
+    :class:`tfsent.optimization.RecipeAdamW`.
+    """
     from transformers import create_optimizer
 
-    optimizer, _ = create_optimizer(
+    optimizer, schedule = create_optimizer(
         init_lr=learning_rate,
         num_train_steps=max(num_train_steps, 1),
         num_warmup_steps=int(warmup_ratio * num_train_steps),
         weight_decay_rate=weight_decay,
     )
-    return optimizer
+    if layerwise_lr_decay == 1.0 and accumulation_steps == 1:
+        return optimizer
+    from tfsent.optimization import recipe_adamw
 
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The ``tf.distribute`` strategy for ``--strategy``."""
-    import tensorflow as tf
-
-    if name == "auto":
-        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        from tfsent.workers import make_multi_worker_strategy
-
-        return make_multi_worker_strategy()
-    if name == "tpu":
-        try:
-            resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
-            tf.config.experimental_connect_to_cluster(resolver)
-            tf.tpu.experimental.initialize_tpu_system(resolver)
-        except (ValueError, tf.errors.NotFoundError) as err:
-            fail(f"--strategy tpu found no TPU ({err}); use --strategy auto")
-        return tf.distribute.TPUStrategy(resolver)
-    fail(f"unknown --strategy {name!r}")
+    return recipe_adamw(schedule, weight_decay, layerwise_lr_decay=layerwise_lr_decay,
+                        num_layers=num_layers, accumulation_steps=accumulation_steps)
 
 
 def cpu_has_bf16() -> bool:
@@ -339,14 +376,29 @@ def resolve_precision(name: str) -> str:
 
 @contextlib.contextmanager
 def precision_policy(name: str) -> Iterator[None]:
-    """Set the Keras dtype policy for a block; back to float32 after, as the policy is global."""
+    """Keras' dtype policy set to ``name`` inside the block, and restored after it: the policy
+    is global, and a run's mixed precision must not leak into what is built after it.
+
+    >>> import tf_keras
+    >>> with precision_policy("mixed_bfloat16"):
+    ...     tf_keras.mixed_precision.global_policy().name
+    'mixed_bfloat16'
+    >>> tf_keras.mixed_precision.global_policy().name
+    'float32'
+    """
     import tf_keras
 
+    previous = tf_keras.mixed_precision.global_policy()
     tf_keras.mixed_precision.set_global_policy(name)
     try:
         yield
     finally:
-        tf_keras.mixed_precision.set_global_policy("float32")
+        tf_keras.mixed_precision.set_global_policy(previous)
+
+
+def float32_policy() -> contextlib.AbstractContextManager[None]:
+    """:func:`precision_policy` float32: what evaluation, export and saving compute in."""
+    return precision_policy("float32")
 
 
 @contextlib.contextmanager

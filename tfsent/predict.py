@@ -26,8 +26,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
-from tfsent.cli import add_verbose_flag, configure_logging
+from tfsent.cli import add_verbose_flag, configure_logging, require_extra
 from tfsent.client import (
     DEFAULT_MODEL_NAME,
     DEFAULT_SIGNATURE,
@@ -36,10 +37,19 @@ from tfsent.client import (
     SentimentClient,
     ServingError,
 )
+from tfsent.client.saved_model import REQUIRED_MODULES
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
 
 PREVIEW_CHARS = 60
 BLANK_TEXT = "(blank line: not scored)"
+# The flag that sets each SentimentClient argument a server may turn down
+# (ServingError.argument).
+FLAGS = {
+    "model_name": "--model-name",
+    "version": "--version",
+    "version_label": "--version-label",
+    "signature_name": "--signature",
+}
 # Set before TensorFlow or gRPC are imported (they read them once, at start-up).
 
 
@@ -113,24 +123,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(
-        prog="python -m tfsent.predict",
-        description="Predict the sentiment of reviews with TF Serving or an exported SavedModel.",
-        formatter_class=_HelpFormatter,
-    )
-    parser.add_argument("texts", nargs="*", help="Reviews to predict; '-' reads stdin.")
-    parser.add_argument("--file", help="Text file with one review per line ('-' for stdin).")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--server",
-        help="TF Serving address: grpc://host:8500, grpcs://..., http://host:8501 or https://...",
-    )
-    where.add_argument(
-        "--saved-model",
-        help="Export directory, no server needed: a version directory, or the model's base "
-        "directory (its newest integer version is used). Needs TensorFlow.",
-    )
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a ``SentimentClient`` (model, version, signature, timeouts, TLS, headers),
+    shared by the CLIs that score over a server; :func:`client_from_args` reads them."""
     parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="Served model name.")
     parser.add_argument("--version", type=int, help="Model version (default: the newest).")
     parser.add_argument("--version-label", help="Served version label, e.g. stable (--server).")
@@ -153,6 +148,46 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="'NAME: VALUE'",
         help="Request header / gRPC metadata, e.g. 'Authorization: Bearer TOKEN' (repeatable).",
     )
+
+
+def check_client_options(args: argparse.Namespace) -> list[str] | None:
+    """One-line errors for bad :func:`add_client_options` values; the ``--label-names`` list."""
+    if args.chunk_size < 1:
+        fail(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    if args.retries < 0:
+        fail(f"--retries must be 0 or more, got {args.retries}")
+    if args.timeout <= 0:
+        fail(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
+    if args.version is not None and args.version_label is not None:
+        fail("give --version or --version-label, not both")
+    if args.label_names is None:
+        return None
+    label_names = [name.strip() for name in args.label_names.split(",")]
+    if not all(label_names):
+        fail(f"--label-names {args.label_names!r} has an empty name; "
+             "give comma-separated class names like negative,positive")
+    return label_names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog="python -m tfsent.predict",
+        description="Predict the sentiment of reviews with TF Serving or an exported SavedModel.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("texts", nargs="*", help="Reviews to predict; '-' reads stdin.")
+    parser.add_argument("--file", help="Text file with one review per line ('-' for stdin).")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--server",
+        help="TF Serving address: grpc://host:8500, grpcs://..., http://host:8501 or https://...",
+    )
+    where.add_argument(
+        "--saved-model",
+        help="Export directory, no server needed: a version directory, or the model's base "
+        "directory (its newest integer version is used). Needs TensorFlow.",
+    )
+    add_client_options(parser)
     parser.add_argument("--format", choices=("text", "jsonl"), default="text", help="Output.")
     add_verbose_flag(
         parser,
@@ -164,22 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    if args.chunk_size < 1:
-        fail(f"--chunk-size must be at least 1, got {args.chunk_size}")
-    if args.retries < 0:
-        fail(f"--retries must be 0 or more, got {args.retries}")
-    if args.timeout <= 0:
-        fail(f"--timeout must be more than 0 seconds, got {args.timeout:g}")
-    if args.version is not None and args.version_label is not None:
-        fail("give --version or --version-label, not both")
+    label_names = check_client_options(args)
     if args.saved_model is not None and args.version_label is not None:
         fail("--version-label needs a server; with --saved-model use --version")
-    label_names = None
-    if args.label_names is not None:
-        label_names = [name.strip() for name in args.label_names.split(",")]
-        if not all(label_names):
-            fail(f"--label-names {args.label_names!r} has an empty name; "
-                 "give comma-separated class names like negative,positive")
     lines = read_texts(args.texts, args.file)
     texts = [line for line in lines if line.strip()]
     say = _say if args.verbose else _silent
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             predictions = _guard(args, lambda: predictor.predict(texts))
         where = "in-process"
     else:
-        with _client(args, label_names) as client:
+        with client_from_args(args, label_names) as client:
             predictions = _guard(args, lambda: client.predict(texts))
         where = f"by {args.server}"
     say(f"{len(texts)} review(s) scored {where} in {time.perf_counter() - start:.2f} s")
@@ -219,6 +241,7 @@ def _silent(message: str) -> None:
 
 
 def _saved_model(args: argparse.Namespace, label_names: list[str] | None) -> SavedModelPredictor:
+    require_extra("train", REQUIRED_MODULES, "--saved-model")
     predictor = SavedModelPredictor(
         args.saved_model,
         version=args.version,
@@ -236,15 +259,17 @@ def _saved_model(args: argparse.Namespace, label_names: list[str] | None) -> Sav
     return predictor
 
 
-def _client(args: argparse.Namespace, label_names: list[str] | None) -> SentimentClient:
+def client_from_args(args: argparse.Namespace, label_names: list[str] | None,
+                     **overrides: object) -> SentimentClient:
+    """The ``SentimentClient`` of ``--server`` and the :func:`add_client_options`; ``overrides``
+    replace its keyword arguments (e.g. ``retries=0`` where the caller retries itself)."""
     headers = {}
     for header in args.header:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             fail(f"--header {header!r} is not 'NAME: VALUE'")
         headers[name.strip()] = value.strip()
-    return SentimentClient(
-        args.server,
+    options: dict[str, Any] = dict(
         model_name=args.model_name,
         version=args.version,
         version_label=args.version_label,
@@ -256,6 +281,7 @@ def _client(args: argparse.Namespace, label_names: list[str] | None) -> Sentimen
         chunk_size=args.chunk_size,
         label_names=label_names,
     )
+    return SentimentClient(args.server, **{**options, **overrides})
 
 
 def _guard(args: argparse.Namespace, call: Callable[[], list[Prediction]]) -> list[Prediction]:
@@ -263,14 +289,38 @@ def _guard(args: argparse.Namespace, call: Callable[[], list[Prediction]]) -> li
     try:
         return call()
     except ServingError as err:
-        message = " ".join(err.message.split())
-        if err.code == "UNAVAILABLE" and args.server:
-            fail(f"cannot reach the server at {args.server}: {message}; "
-                 "start it (see serving/README.md) or fix --server")
-        if err.code == "DEADLINE_EXCEEDED":
-            fail(f"no answer within --timeout {args.timeout:g}s; raise it or lower --chunk-size")
-        where = f"the server at {args.server}" if args.server else "the SavedModel"
-        fail(f"{where} answered {err.code}: {message}")
+        serving_failure(err, args)
+
+
+def serving_failure(err: ServingError, args: argparse.Namespace) -> NoReturn:
+    """A server's (or the SavedModel's) failure as one line naming the fix."""
+    message = " ".join(err.message.split())
+    server = getattr(args, "server", None)
+    if err.code == "UNAVAILABLE" and server:
+        fail(f"cannot reach the server at {server}: {message}; "
+             "start it (see serving/README.md) or fix --server")
+    if err.code == "DEADLINE_EXCEEDED":
+        fail(f"no answer within --timeout {args.timeout:g}s; raise it or lower --chunk-size")
+    where = f"the server at {server}" if server else "the SavedModel"
+    fail(f"{where} answered {err.code}: {message}{_fix(err)}")
+
+
+def _fix(err: ServingError) -> str:
+    """What to pass instead, when the server turned down a flag's value.
+
+    >>> _fix(ServingError("NOT_FOUND", "m", argument="version", available=["1", "2"]))
+    '; pass --version with one the server has: 1, 2'
+    >>> _fix(ServingError("NOT_FOUND", "m", argument="model_name"))
+    '; pass --model-name with the name the server hosts'
+    """
+    if err.argument not in FLAGS:
+        return ""
+    flag = FLAGS[err.argument]
+    if err.available:
+        return f"; pass {flag} with one the server has: {', '.join(err.available)}"
+    if err.argument == "model_name":
+        return f"; pass {flag} with the name the server hosts"
+    return f"; pass {flag} with one the server has, or leave it out"
 
 
 if __name__ == "__main__":

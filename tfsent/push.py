@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tfsent.cli import add_verbose_flag, configure_logging
-from tfsent.errors import OneLineArgumentParser, fail, run_cli
+from tfsent.errors import OneLineArgumentParser, fail, first_line, run_cli
 
 # What a Hub model repository of a run holds: the card and its images, the run's options and
 # metrics, and what from_pretrained loads. Not checkpoints/, backup/, logs/ or history.csv.
@@ -46,7 +46,7 @@ SAVED_MODEL_DIR = "saved_model"
 
 def resolve_saved_model(path: str | Path) -> tuple[Path, int]:
     """A version folder (``exported/tfsent/3``) or a model base path (its newest version)."""
-    from tfsent.export import existing_versions
+    from tfsent.versions import existing_versions
 
     folder = Path(path)
     if (folder / "saved_model.pb").is_file():
@@ -87,7 +87,7 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        fail(f"--push-to-hub {repo_id!r} is not a Hub repo id ({str(err).splitlines()[0]}); "
+        fail(f"--push-to-hub {repo_id!r} is not a Hub repo id ({first_line(err)}); "
              "pass e.g. your-name/tfsent-imdb")
 
 
@@ -151,7 +151,7 @@ def _reason(err: BaseException, api: Any) -> str:
         return "HF_HUB_OFFLINE is set"
     if isinstance(err, (requests.ConnectionError, requests.Timeout)):
         return f"cannot reach {getattr(api, 'endpoint', 'the Hub')}: {type(err).__name__}"
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+    first = first_line(err)
     if isinstance(err, HfHubHTTPError) and err.response is not None:
         return f"HTTP {err.response.status_code}: {first}"
     return f"{type(err).__name__}: {first}"

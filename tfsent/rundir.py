@@ -33,20 +33,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tfsent.config import RunConfig, check_model_options
 from tfsent.errors import fail
+from tfsent.files import read_json, write_text_atomic
+from tfsent.model import load_tokenizer, load_trained_model
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from transformers import PreTrainedTokenizerFast
-
-    from tfsent.config import RunConfig
+    from transformers import PreTrainedTokenizerFast, TFPreTrainedModel
 
 WEIGHT_FILES = ("tf_model.h5",)
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
@@ -55,30 +52,6 @@ FIT_HINT = "pass the --output-dir of a finished python -m tfsent.fit run"
 _RUN_ENTRIES = ("config.json", "tokenizer", "checkpoints", "backup", "model", "history.csv",
                 "logs", "metrics.json", "README.md")
 _RUN_PLOTS = ("confusion_matrix*.png", "training_curves.png", "reliability_diagram*.png")
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers (and a rerun after a kill) see the old file
-    or the whole new one, never a part: a sibling temporary file, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json_atomic(path: str | Path, value: Any) -> None:
-    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    """A JSON file's value, or None when it is missing (or, from a foreign tool, unreadable)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 class RunDir:
@@ -153,6 +126,10 @@ class RunDir:
     def confusion_matrix_png(self, split: str = "validation") -> Path:
         suffix = "" if split == "validation" else f"_{split}"
         return self.path / f"confusion_matrix{suffix}.png"
+
+    def reliability_diagram_png(self, split: str = "validation") -> Path:
+        suffix = "" if split == "validation" else f"_{split}"
+        return self.path / f"reliability_diagram{suffix}.png"
 
     def plots(self) -> list[Path]:
         """The run's PNG plots, sorted by name."""
@@ -259,8 +236,6 @@ class RunDir:
     @property
     def config(self) -> RunConfig:
         """The run's resolved options, checked (max_length, truncation)."""
-        from tfsent.config import RunConfig, check_model_options
-
         try:
             cfg = RunConfig.load(self.config_file)
         except (OSError, ValueError, TypeError) as err:
@@ -283,44 +258,11 @@ class RunDir:
         return float(self.metrics.get("calibration", {}).get("temperature", 1.0))
 
     def load_tokenizer(self) -> PreTrainedTokenizerFast:
-        from tfsent.model import load_tokenizer
-
         if not self.has_tokenizer:
             fail(f"run directory {self.path} has no tokenizer (tokenizer/vocab.txt); {FIT_HINT}")
         return load_tokenizer(str(self.tokenizer_dir))
 
-    def load_model(self):
-        """The trained ``TF*ForSequenceClassification``, in float32 whatever it trained in.
-
-        Runs may train under a mixed-precision Keras policy; evaluation and export compute in
-        float32 so their outputs match on every server (CPU kernels for fp16/bf16 are slow or
-        missing). The global policy is restored afterwards.
-        """
-        from transformers import TFAutoModelForSequenceClassification
-
-        with float32_policy():
-            try:
-                return TFAutoModelForSequenceClassification.from_pretrained(str(self.model_dir))
-            except (OSError, ValueError) as err:
-                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                fail(f"could not load the model in {self.model_dir} ({reason}); "
-                     "re-run python -m tfsent.fit")
-
-
-@contextmanager
-def float32_policy() -> Iterator[None]:
-    """Keras' global precision policy set to float32 inside the block, restored after it.
-
-    Also quiets transformers' "All model checkpoint layers were used..." notice.
-    """
-    import tf_keras
-    from transformers.utils import logging as hf_logging
-
-    previous, verbosity = tf_keras.mixed_precision.global_policy(), hf_logging.get_verbosity()
-    tf_keras.mixed_precision.set_global_policy("float32")
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        tf_keras.mixed_precision.set_global_policy(previous)
-        hf_logging.set_verbosity(verbosity)
+    def load_model(self) -> TFPreTrainedModel:
+        """The trained ``TF*ForSequenceClassification``, in float32 whatever it trained in
+        (:func:`tfsent.model.load_trained_model`)."""
+        return load_trained_model(self.model_dir)

@@ -27,29 +27,73 @@ import argparse
 import dataclasses
 import sys
 import typing
+from typing import Any
 
-from tfsent.cli import add_verbose_flag, configure_logging, parse_bool, require_extra
+from tfsent.cli import (
+    SERVE_MODULES,
+    add_verbose_flag,
+    configure_logging,
+    parse_bool,
+    require_extra,
+)
 from tfsent.errors import OneLineArgumentParser, run_cli
 from tfsent.model_server.server import ServerOptions, serve
 
-SERVE_MODULES = ("tensorflow", "tensorflow_text", "tensorflow_serving", "fastapi", "uvicorn",
-                 "prometheus_client")
+
+class ServeArgumentParser(OneLineArgumentParser):
+    """The flags are tensorflow_model_server's, spelled with underscores; a dashed spelling
+    (``--model-base-path``), which other tfsent CLIs use, gets an error naming the right one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags: set[str] = set()  # filled by add_argument, which argparse's __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.flags.update(action.option_strings)
+        return action
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for arg in extras:
+            flag = arg.split("=", 1)[0]
+            spelled = "--" + flag.removeprefix("--").replace("-", "_")
+            if flag.startswith("--") and spelled != flag and spelled in self.flags:
+                self.error(
+                    f"unrecognized argument {flag}: did you mean {spelled}? (the flags are "
+                    "tensorflow_model_server's, spelled with underscores)"
+                )
+        return parsed, extras
+
+
+def _with_default(help_text: str, value: Any) -> str:
+    """The flag's help with its default, as TF Serving writes it (``true``, not ``True``);
+    none for an unset default or one the help already states."""
+    if value is None or value == "" or "(default" in help_text:
+        return help_text
+    shown = str(value).lower() if isinstance(value, bool) else value
+    return f"{help_text} (default: {shown})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per ``ServerOptions`` field: its name, type, default and help."""
-    parser = OneLineArgumentParser(
+    """One flag per ``ServerOptions`` field: its name, type, default and help.
+
+    >>> build_parser().parse_args(["--model-base-path", "m"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tfsent.errors.UserError: unrecognized argument --model-base-path: ... --model_base_path? ...
+    """
+    parser = ServeArgumentParser(
         prog="python -m tfsent.serve",
         description="A TensorFlow-Serving-compatible model server (gRPC + REST) for development "
         "and tests; flags as tensorflow_model_server's.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     hints = typing.get_type_hints(ServerOptions)
     defaults = ServerOptions()
     for field in dataclasses.fields(ServerOptions):
         kind = hints[field.name]
         default = getattr(defaults, field.name)
-        help_text = field.metadata.get("help", "")
+        help_text = _with_default(field.metadata.get("help", ""), default)
         if kind is bool:
             # `--flag`, `--flag=true|false` or `--flag true|false`, as TF Serving's bool flags.
             parser.add_argument(

@@ -3,9 +3,9 @@
 The light client (``tfsent.client``) speaks TF Serving's gRPC API without TensorFlow or
 ``tensorflow-serving-api`` installed, so it carries its own generated modules. This script makes
 them with ``grpcio-tools`` (protoc + the gRPC Python plugin) from the compiled
-``FileDescriptorProto``s that the pinned PyPI wheels register: ``tensorflow-serving-api==2.20.0``
-(built by TF Serving's maintainers from the ``tensorflow/serving`` tag ``2.20.0``) and
-``tensorflow==2.20.0`` (tag ``v2.20.0``). That is the exact schema of the release the server and
+``FileDescriptorProto``s that the pinned PyPI wheels register: ``tensorflow-serving-api==2.21.0``
+(built by TF Serving's maintainers from the ``tensorflow/serving`` tag ``2.21.0``) and
+``tensorflow==2.21.0`` (tag ``v2.21.0``). That is the exact schema of the release the server and
 the exporter use, byte for byte, with no source checkout needed.
 
 Only the closure the client needs is generated: ``predict``, ``model``,
@@ -26,9 +26,9 @@ Usage (from the repository root; the versions are the ones the committed modules
 
     python -m venv /tmp/protogen && /tmp/protogen/bin/pip install grpcio-tools==1.68.1
     /tmp/protogen/bin/python tools/gen_client_protos.py --wheels-python .venv/bin/python
-    # .venv has tensorflow==2.20.0 and tensorflow-serving-api==2.20.0 (pip install -e ".[serve]")
+    # .venv has tensorflow==2.21.0 and tensorflow-serving-api==2.21.0 (pip install -e ".[serve]")
 
-grpcio-tools 1.68.1 bundles protoc 28.1, so the modules need protobuf >= 5.28.1 (TensorFlow 2.20's
+grpcio-tools 1.68.1 bundles protoc 28.1, so the modules need protobuf >= 5.28.1 (TensorFlow 2.21's
 own gencode needs 5.28.3) and grpcio >= 1.68.1 at run time.
 """
 
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wheels-python", required=True,
                         help="A Python with tensorflow and tensorflow-serving-api installed.")
-    parser.add_argument("--version", default="2.20.0",
+    parser.add_argument("--version", default="2.21.0",
                         help="The release both wheels must be (checked).")
     parser.add_argument("--out", default=str(OUT_DIR))
     args = parser.parse_args(argv)

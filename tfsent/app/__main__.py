@@ -15,7 +15,7 @@ import signal
 import socket
 import sys
 
-from tfsent.cli import add_verbose_flag, configure_logging
+from tfsent.cli import add_verbose_flag, configure_logging, install_command
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
 
 DEFAULT_PORT = 8080
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from tfsent.app.web import Limits, create_app
     except ImportError as err:
-        fail(f"the app needs {err.name or err}: pip install 'tfsent[app]'")
+        fail(f"the app needs {err.name or err}: {install_command('app')}")
     from tfsent.app.backends import SavedModelBackend, ServerBackend
 
     backend: ServerBackend | SavedModelBackend | None = None

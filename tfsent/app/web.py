@@ -8,6 +8,10 @@ Routes (every error is ``{"error": "<one sentence>", "kind": "<keyword>"}`` with
 - ``POST /api/batch`` ``{"reviews": ["...", ...]}``: blank reviews are skipped.
 - ``POST /api/batch/csv[?column=NAME]``: the CSV file itself as the body.
 
+The routes are two ``APIRouter`` objects, ``pages`` and ``api``, that read the backend and the
+limits from ``app.state`` through FastAPI dependencies; :func:`create_app` adds the security
+headers and the error handlers around them.
+
 Bounded: request bodies are read up to ``Limits.max_body_bytes`` (413 past it), batches hold
 at most ``Limits.max_reviews`` reviews (413), reviews at most ``Limits.max_review_chars``
 characters (422), and at most ``Limits.concurrent_calls`` model calls run at once.
@@ -23,9 +27,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -185,19 +189,15 @@ def create_app(
     name a loopback host too, which keeps other web sites out (DNS rebinding)."""
     limits = limits or Limits()
     app = FastAPI(title="tfsent", docs_url=None, redoc_url=None, openapi_url=None)
+    # What the routes share, read through their dependencies (get_backend, get_limits).
     app.state.backend = backend
     app.state.limits = limits
-    templates = Jinja2Templates(directory=HERE / "templates")
+    app.state.calls = threading.BoundedSemaphore(limits.concurrent_calls)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     if _loopback(bind_host) and ":" not in bind_host:
         # Starlette cuts the Host header at its first ':', so IPv6 literals cannot be listed.
         app.add_middleware(TrustedHostMiddleware,
                            allowed_hosts=["127.0.0.1", "localhost", "*.localhost"])
-    calls = threading.BoundedSemaphore(limits.concurrent_calls)
-
-    def call_model(method: Any, *args: Any) -> Any:
-        with calls:
-            return method(*args)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Any:
@@ -222,52 +222,90 @@ def create_app(
     async def model_error(request: Request, err: ModelError) -> JSONResponse:
         return JSONResponse({"error": err.message, "kind": err.kind}, status_code=err.status)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def page(request: Request) -> HTMLResponse:
-        config = {**asdict(limits), "address": backend.address}
-        return templates.TemplateResponse(request, "index.html", {"config": config})
-
-    @app.get("/api/info")
-    async def info() -> dict[str, Any]:
-        model = await run_in_threadpool(call_model, backend.info)
-        return {**model.as_dict(), "limits": asdict(limits)}
-
-    @app.post("/api/predict")
-    async def predict(request: Request) -> dict[str, Any]:
-        body = await read_json(request, limits.max_body_bytes, '{"text": "a review"}')
-        text = body.get("text")
-        if not isinstance(text, str):
-            raise AppError(422, 'The request has no review; send {"text": "a review"}.')
-        if not text.strip():
-            raise AppError(422, "The review is empty: type a review first.", "empty")
-        check_reviews([text], limits, "the request")
-        (prediction,) = await run_in_threadpool(call_model, backend.predict, [text])
-        return prediction_json(prediction)
-
-    async def batch_reply(reviews: list[str], extra: dict[str, Any]) -> dict[str, Any]:
-        predictions = await run_in_threadpool(call_model, backend.predict, reviews)
-        labels = list(predictions[0].probabilities)
-        counts = Counter(p.label for p in predictions)
-        return {
-            "labels": labels,
-            "counts": {label: counts.get(label, 0) for label in labels},
-            "results": [prediction_json(p, r) for r, p in zip(reviews, predictions, strict=True)],
-            **extra,
-        }
-
-    @app.post("/api/batch")
-    async def batch(request: Request) -> dict[str, Any]:
-        example = '{"reviews": ["a review", "another"]}'
-        body = await read_json(request, limits.max_body_bytes, example)
-        reviews = body.get("reviews")
-        if not isinstance(reviews, list) or not all(isinstance(r, str) for r in reviews):
-            raise AppError(422, f"'reviews' must be a list of texts; send {example}.")
-        return await batch_reply(check_reviews(reviews, limits, "the request"), {})
-
-    @app.post("/api/batch/csv")
-    async def batch_csv(request: Request, column: str | None = None) -> dict[str, Any]:
-        data = await read_body(request, limits.max_body_bytes)
-        reviews, used = parse_csv(data, column)
-        return await batch_reply(check_reviews(reviews, limits, "the CSV"), {"column": used})
-
+    app.include_router(pages)
+    app.include_router(api)
     return app
+
+
+# -- routes: the page, and the JSON API it calls ------------------------------------------------
+def get_backend(request: Request) -> ModelBackend:
+    return request.app.state.backend
+
+
+def get_limits(request: Request) -> Limits:
+    return request.app.state.limits
+
+
+Backend = Annotated[ModelBackend, Depends(get_backend)]
+AppLimits = Annotated[Limits, Depends(get_limits)]
+TEMPLATES = Jinja2Templates(directory=HERE / "templates")
+pages = APIRouter()
+api = APIRouter(prefix="/api")
+
+
+async def call_model(request: Request, method: Any, *args: Any) -> Any:
+    """``method(*args)`` in a worker thread, at most ``Limits.concurrent_calls`` at once."""
+    calls = request.app.state.calls
+
+    def locked() -> Any:
+        with calls:
+            return method(*args)
+
+    return await run_in_threadpool(locked)
+
+
+@pages.get("/", response_class=HTMLResponse)
+async def page(request: Request, backend: Backend, limits: AppLimits) -> HTMLResponse:
+    config = {**asdict(limits), "address": backend.address}
+    return TEMPLATES.TemplateResponse(request, "index.html", {"config": config})
+
+
+@api.get("/info")
+async def info(request: Request, backend: Backend, limits: AppLimits) -> dict[str, Any]:
+    model = await call_model(request, backend.info)
+    return {**model.as_dict(), "limits": asdict(limits)}
+
+
+@api.post("/predict")
+async def predict(request: Request, backend: Backend, limits: AppLimits) -> dict[str, Any]:
+    body = await read_json(request, limits.max_body_bytes, '{"text": "a review"}')
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise AppError(422, 'The request has no review; send {"text": "a review"}.')
+    if not text.strip():
+        raise AppError(422, "The review is empty: type a review first.", "empty")
+    check_reviews([text], limits, "the request")
+    (prediction,) = await call_model(request, backend.predict, [text])
+    return prediction_json(prediction)
+
+
+async def batch_reply(request: Request, backend: ModelBackend, reviews: list[str],
+                      extra: dict[str, Any]) -> dict[str, Any]:
+    predictions = await call_model(request, backend.predict, reviews)
+    labels = list(predictions[0].probabilities)
+    counts = Counter(p.label for p in predictions)
+    return {
+        "labels": labels,
+        "counts": {label: counts.get(label, 0) for label in labels},
+        "results": [prediction_json(p, r) for r, p in zip(reviews, predictions, strict=True)],
+        **extra,
+    }
+
+
+@api.post("/batch")
+async def batch(request: Request, backend: Backend, limits: AppLimits) -> dict[str, Any]:
+    example = '{"reviews": ["a review", "another"]}'
+    body = await read_json(request, limits.max_body_bytes, example)
+    reviews = body.get("reviews")
+    if not isinstance(reviews, list) or not all(isinstance(r, str) for r in reviews):
+        raise AppError(422, f"'reviews' must be a list of texts; send {example}.")
+    return await batch_reply(request, backend, check_reviews(reviews, limits, "the request"), {})
+
+
+@api.post("/batch/csv")
+async def batch_csv(request: Request, backend: Backend, limits: AppLimits,
+                    column: str | None = None) -> dict[str, Any]:
+    data = await read_body(request, limits.max_body_bytes)
+    reviews, used = parse_csv(data, column)
+    return await batch_reply(request, backend, check_reviews(reviews, limits, "the CSV"),
+                             {"column": used})

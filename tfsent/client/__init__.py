@@ -7,9 +7,9 @@ and raise ``ServingError`` when the server or the model fails (``tfsent.errors.U
 bad arguments).
 
 Importing this package loads no TensorFlow (nor ``tensorflow-serving-api``): the client needs
-only numpy, grpcio, protobuf and httpx (``pip install tfsent``); ``SavedModelPredictor`` imports
-TensorFlow when it is made. ``tests/test_client_light.py`` holds it to that, in a fresh
-interpreter and in a virtualenv without TensorFlow.
+only numpy, grpcio, protobuf and httpx (the base install, ``pip install .`` in a clone);
+``SavedModelPredictor`` imports TensorFlow when it is made. ``tests/client/test_client_light.py``
+holds it to that, in a fresh interpreter and in a virtualenv without TensorFlow.
 """
 
 from tfsent.client.predictions import (

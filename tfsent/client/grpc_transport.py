@@ -11,15 +11,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from tfsent.client.predictions import (
-    CLASSES_OUTPUT,
-    OUTPUTS,
-    TEXT_INPUT,
-    ModelMetadata,
-    ServingError,
-    VersionStatus,
-    status_code_name,
-)
+from tfsent.client.predictions import ModelMetadata, ServingError, VersionStatus, status_code_name
 from tfsent.client.protos.tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -28,30 +20,37 @@ from tfsent.client.protos.tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 from tfsent.client.tensors import string_tensor, to_ndarray
-from tfsent.client.tf_serving import ModelSpec
+from tfsent.client.transport import ModelSpec, TlsFiles
+from tfsent.signatures import CLASSES, LOGITS, OUTPUTS, TEXT_INPUT
 
 T = TypeVar("T")
 
+# ``logits`` is not asked for: nobody reads it here and it doubles the reply.
+REQUESTED_OUTPUTS = tuple(name for name in OUTPUTS if name != LOGITS)
 
-def channel_credentials(
-    root_certificates: str | Path | None,
-    client_cert: str | Path | None,
-    client_key: str | Path | None,
-) -> grpc.ChannelCredentials:
-    """TLS credentials from PEM files (system roots when ``root_certificates`` is ``None``)."""
+
+def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
+    """TLS credentials from PEM files (system roots when ``tls.root_certificates`` is ``None``).
+
+    >>> type(channel_credentials(TlsFiles())).__name__
+    'ChannelCredentials'
+    """
 
     def read(path: str | Path | None) -> bytes | None:
         return Path(path).read_bytes() if path else None
 
     return grpc.ssl_channel_credentials(
-        root_certificates=read(root_certificates),
-        private_key=read(client_key),
-        certificate_chain=read(client_cert),
+        root_certificates=read(tls.root_certificates),
+        private_key=read(tls.client_key),
+        certificate_chain=read(tls.client_cert),
     )
 
 
 class GrpcTransport:
-    """One channel to ``target`` (``host:port``); ``credentials`` ``None`` for plaintext."""
+    """One channel to ``target`` (``host:port``): TLS with ``tls``, plaintext when ``None``.
+
+    Missing or unreadable PEM files raise ``OSError`` here, before anything is sent.
+    """
 
     def __init__(
         self,
@@ -59,7 +58,7 @@ class GrpcTransport:
         model: ModelSpec,
         *,
         timeout: float,
-        credentials: grpc.ChannelCredentials | None,
+        tls: TlsFiles | None,
         headers: Mapping[str, str] | None,
         max_message_bytes: int,
         label_names: Sequence[str] | None,
@@ -70,17 +69,17 @@ class GrpcTransport:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
         ]
-        if credentials is None:
+        if tls is None:
             self.channel = grpc.insecure_channel(target, options=options)
         else:
-            self.channel = grpc.secure_channel(target, credentials, options=options)
+            self.channel = grpc.secure_channel(target, channel_credentials(tls), options=options)
         # gRPC metadata keys must be lowercase.
         self.call_metadata = [(k.lower(), v) for k, v in (headers or {}).items()]
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         # Given names key the probabilities, so the served ones need not travel.
         self.outputs = tuple(
-            name for name in OUTPUTS if label_names is None or name != CLASSES_OUTPUT
+            name for name in REQUESTED_OUTPUTS if label_names is None or name != CLASSES
         )
 
     def _call(self, method: Callable[..., T], request: Any) -> T:
@@ -100,9 +99,9 @@ class GrpcTransport:
         response = self._call(self.predictions.Predict, request)
         return {name: to_ndarray(proto) for name, proto in response.outputs.items()}
 
-    def status(self) -> list[VersionStatus]:
+    def status(self, model: ModelSpec | None = None) -> list[VersionStatus]:
         request = get_model_status_pb2.GetModelStatusRequest()
-        self.model.fill(request.model_spec, signature=False)
+        (model or self.model).fill(request.model_spec, signature=False)
         response = self._call(self.models.GetModelStatus, request)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [

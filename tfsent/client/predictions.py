@@ -21,14 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from tfsent.signatures import CLASSES, LABEL, LABEL_ID, PROBABILITIES, SERVING_SIGNATURE
+
 DEFAULT_MODEL_NAME = "tfsent"
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = SERVING_SIGNATURE
 GRPC_PORT = 8500
 REST_PORT = 8501
-TEXT_INPUT = "text"
-CLASSES_OUTPUT = "classes"
-# ``logits`` is left out over gRPC: nobody reads it here and it doubles the reply.
-OUTPUTS = ("probabilities", "label_id", "label", CLASSES_OUTPUT)
 
 
 class ServingError(Exception):
@@ -36,17 +34,30 @@ class ServingError(Exception):
     ``INVALID_ARGUMENT`` or ``HTTP <status>``, and its message.
 
     ``retryable`` is true for failures worth retrying: gRPC UNAVAILABLE, HTTP 503, no connection.
+    ``argument`` names the predictor argument the server turned down, when the client could
+    tell (``"model_name"``, ``"version"``, ``"version_label"`` or ``"signature_name"``), and
+    ``available`` what the server has instead, when it says (versions, signature names).
 
     >>> err = ServingError("NOT_FOUND", "Servable not found for request: Latest(nope)")
-    >>> str(err), err.retryable
-    ('NOT_FOUND: Servable not found for request: Latest(nope)', False)
+    >>> str(err), err.retryable, err.argument
+    ('NOT_FOUND: Servable not found for request: Latest(nope)', False, None)
     """
 
-    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool = False,
+        argument: str | None = None,
+        available: Sequence[str] = (),
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retryable = retryable
+        self.argument = argument
+        self.available = tuple(available)
 
 
 @dataclass(frozen=True)
@@ -89,17 +100,17 @@ def predictions_from_outputs(
     ``probabilities`` is keyed by ``label_names`` when given, else by the first row of
     ``classes``. ``Prediction.label`` is the served ``label``.
     """
-    if "probabilities" not in outputs:
+    if PROBABILITIES not in outputs:
         raise ServingError(
             "INVALID_RESPONSE",
-            f"the reply has no 'probabilities' output (got {sorted(outputs)}); "
+            f"the reply has no '{PROBABILITIES}' output (got {sorted(outputs)}); "
             "serve a model exported by tfsent.export",
         )
     if count == 0:
         return []
-    probs = np.asarray(outputs["probabilities"], dtype=np.float64).reshape(count, -1)
-    if "label_id" in outputs:
-        ids = np.asarray(outputs["label_id"], dtype=np.int64).reshape(count)
+    probs = np.asarray(outputs[PROBABILITIES], dtype=np.float64).reshape(count, -1)
+    if LABEL_ID in outputs:
+        ids = np.asarray(outputs[LABEL_ID], dtype=np.int64).reshape(count)
     else:
         ids = probs.argmax(axis=1)
     num_labels = probs.shape[1]
@@ -110,23 +121,23 @@ def predictions_from_outputs(
                 "INVALID_RESPONSE",
                 f"the model has {num_labels} classes but {len(keys)} label names were given",
             )
-    elif outputs.get(CLASSES_OUTPUT) is not None:
-        keys = [_text(name) for name in np.asarray(outputs[CLASSES_OUTPUT]).reshape(count, -1)[0]]
+    elif outputs.get(CLASSES) is not None:
+        keys = [_text(name) for name in np.asarray(outputs[CLASSES]).reshape(count, -1)[0]]
         if len(keys) != num_labels:
             raise ServingError(
                 "INVALID_RESPONSE",
-                f"the model has {num_labels} classes but its 'classes' output names {len(keys)}",
+                f"the model has {num_labels} classes but its '{CLASSES}' output names {len(keys)}",
             )
     else:
         raise ServingError(
             "INVALID_RESPONSE",
-            f"the reply has no '{CLASSES_OUTPUT}' output naming the classes (got "
+            f"the reply has no '{CLASSES}' output naming the classes (got "
             f"{sorted(outputs)}); serve a model exported by tfsent.export, or give label_names",
         )
     if np.any(ids < 0) or np.any(ids >= num_labels):
         raise ServingError("INVALID_RESPONSE", f"label_id {ids.tolist()} is not a class id "
                            f"of a {num_labels}-class model")
-    served = outputs.get("label")
+    served = outputs.get(LABEL)
     labels = (
         [_text(v) for v in np.asarray(served).reshape(count)]
         if served is not None

@@ -9,13 +9,31 @@ from typing import Any
 
 import httpx
 
-from tfsent.client.predictions import TEXT_INPUT, ModelMetadata, ServingError, VersionStatus
-from tfsent.client.tf_serving import ModelSpec
+from tfsent.client.predictions import ModelMetadata, ServingError, VersionStatus
+from tfsent.client.transport import ModelSpec, TlsFiles
+from tfsent.signatures import TEXT_INPUT
+
+
+def ssl_context(tls: TlsFiles) -> ssl.SSLContext:
+    """A client TLS context trusting ``tls.root_certificates`` (the system's roots when
+    ``None``), presenting ``tls.client_cert`` / ``client_key`` when given.
+
+    >>> ssl_context(TlsFiles()).verify_mode == ssl.CERT_REQUIRED
+    True
+    """
+    root = tls.root_certificates
+    context = ssl.create_default_context(cafile=str(root) if root else None)
+    if tls.client_cert:
+        context.load_cert_chain(tls.client_cert, tls.client_key)
+    return context
 
 
 class RestTransport:
-    """``rest_format`` ``"instances"`` (row) or ``"inputs"`` (columnar) predict requests;
-    ``verify`` the TLS context for ``https://`` (``False`` for plain ``http://``)."""
+    """``rest_format`` ``"instances"`` (row) or ``"inputs"`` (columnar) predict requests to
+    ``base_url``: TLS with ``tls`` (``https://``), none when ``None`` (``http://``).
+
+    Missing or unreadable PEM files raise ``OSError`` here, before anything is sent.
+    """
 
     def __init__(
         self,
@@ -23,13 +41,16 @@ class RestTransport:
         model: ModelSpec,
         *,
         timeout: float,
-        verify: ssl.SSLContext | bool,
+        tls: TlsFiles | None,
         headers: Mapping[str, str] | None,
         rest_format: str,
         transport: httpx.BaseTransport | None,
     ) -> None:
         self.model = model
         self.rest_format = rest_format
+        # Plain http:// has no TLS to verify; httpx would still load the CA bundle (a tenth of
+        # a second of every CLI call) for verify=True.
+        verify: ssl.SSLContext | bool = ssl_context(tls) if tls is not None else False
         self.http = httpx.Client(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -38,8 +59,8 @@ class RestTransport:
             transport=transport,
         )
 
-    def _model_path(self) -> str:
-        m = self.model
+    def _model_path(self, model: ModelSpec | None = None) -> str:
+        m = model or self.model
         path = f"/v1/models/{m.name}"
         if m.version is not None:
             path += f"/versions/{m.version}"
@@ -81,8 +102,8 @@ class RestTransport:
             raise ServingError("INVALID_RESPONSE", f"unexpected outputs: {outputs!r:.200}")
         return outputs
 
-    def status(self) -> list[VersionStatus]:
-        reply = self._request("GET", self._model_path())
+    def status(self, model: ModelSpec | None = None) -> list[VersionStatus]:
+        reply = self._request("GET", self._model_path(model))
         return [
             VersionStatus(
                 version=int(s["version"]),

@@ -24,7 +24,6 @@ from typing import Any
 from tfsent.client.predictions import (
     DEFAULT_MODEL_NAME,
     DEFAULT_SIGNATURE,
-    TEXT_INPUT,
     ModelMetadata,
     Prediction,
     ServingError,
@@ -32,11 +31,14 @@ from tfsent.client.predictions import (
     predictions_from_outputs,
     status_code_name,
 )
-from tfsent.errors import fail
+from tfsent.errors import fail, first_line
+from tfsent.signatures import TEXT_INPUT
 from tfsent.versions import parse_version, scan_versions
 
 SAVED_MODEL_FILE = "saved_model.pb"
 SERVE_TAG = "serve"
+# What a predictor imports when it is made: the export's graph runs tensorflow-text ops.
+REQUIRED_MODULES = ("tensorflow", "tensorflow_text")
 
 
 def find_version_dir(path: str | Path, version: int | None = None) -> Path:
@@ -111,7 +113,7 @@ class SavedModelPredictor:
         try:
             self._loaded = tf.saved_model.load(str(self.version_dir))
         except (OSError, ValueError, tf.errors.OpError) as err:
-            fail(f"cannot load the SavedModel in {self.version_dir}: {_one_line(str(err))}")
+            fail(f"cannot load the SavedModel in {self.version_dir}: {first_line(err)}")
         if signature_name not in self._loaded.signatures:
             fail(f"the SavedModel has no signature {signature_name!r}; "
                  f"it has {sorted(self._loaded.signatures)}")
@@ -177,7 +179,3 @@ class SavedModelPredictor:
         if self._signature is None:
             fail("this SavedModelPredictor is closed; make a new one")
         return self._signature
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())

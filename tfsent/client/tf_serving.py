@@ -21,16 +21,18 @@ Label names: TF Serving exposes no assets over the wire, so the export returns t
 API's ``classes`` next to ``scores``), and ``probabilities`` is keyed by them. Names given as
 ``label_names`` win over the served ones (and over gRPC the client then does not ask for
 ``classes``). ``Prediction.label`` always comes from the server.
+
+A request for something the server does not have raises a ``ServingError`` that says what:
+its ``argument`` is ``"model_name"``, ``"version"``, ``"version_label"`` or
+``"signature_name"``, and ``available`` lists the versions or signatures the server has.
 """
 
 from __future__ import annotations
 
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 from tfsent.client.predictions import (
@@ -43,6 +45,7 @@ from tfsent.client.predictions import (
     VersionStatus,
     predictions_from_outputs,
 )
+from tfsent.client.transport import ModelSpec, TlsFiles, Transport
 from tfsent.errors import fail
 
 if TYPE_CHECKING:
@@ -50,35 +53,10 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 REST_FORMATS = ("instances", "inputs")
+# How a server turns down a request for something it does not have (the model, a version).
+NOT_FOUND_CODES = ("NOT_FOUND", "HTTP 404")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model, version (or version label) and signature a request is for."""
-
-    name: str
-    signature_name: str
-    version: int | None = None
-    version_label: str | None = None
-
-    def fill(self, spec: Any, signature: bool = True) -> None:
-        """Set a ``tensorflow.serving.ModelSpec`` message to this."""
-        spec.name = self.name
-        if signature:
-            spec.signature_name = self.signature_name
-        if self.version is not None:
-            spec.version.value = self.version
-        elif self.version_label is not None:
-            spec.version_label = self.version_label
-
-
-class Transport(Protocol):
-    def predict(self, texts: list[str]) -> Mapping[str, Any]: ...
-    def status(self) -> list[VersionStatus]: ...
-    def metadata(self) -> ModelMetadata: ...
-    def close(self) -> None: ...
 
 
 class SentimentClient:
@@ -150,34 +128,31 @@ class SentimentClient:
         self.label_names = list(label_names) if label_names is not None else None
         scheme, target = _split_address(address)
         self.protocol = "grpc" if scheme in ("grpc", "grpcs") else "rest"
-        model = ModelSpec(model_name, signature_name, version, version_label)
+        self._model = ModelSpec(model_name, signature_name, version, version_label)
+        tls = None
+        if scheme in ("grpcs", "https"):
+            tls = TlsFiles(root_certificates, client_cert, client_key)
         self._transport: Transport
+        # Each transport is imported here, not at the top, so that only the chosen one's
+        # library loads (grpcio and protobuf, or httpx): a REST call imports no gRPC at all.
         try:
             if self.protocol == "grpc":
-                from tfsent.client.grpc_transport import GrpcTransport, channel_credentials
+                from tfsent.client.grpc_transport import GrpcTransport
 
-                credentials = None
-                if scheme == "grpcs":
-                    credentials = channel_credentials(root_certificates, client_cert, client_key)
                 self._transport = GrpcTransport(
-                    target, model, timeout=timeout, credentials=credentials, headers=headers,
+                    target, self._model, timeout=timeout, tls=tls, headers=headers,
                     max_message_bytes=max_message_bytes, label_names=self.label_names,
                 )
             else:
                 from tfsent.client.rest_transport import RestTransport
 
-                # Plain http:// has no TLS to verify; httpx would still load the CA bundle
-                # (a tenth of a second of every CLI call) for verify=True.
-                verify: ssl.SSLContext | bool = False
-                if scheme == "https":
-                    verify = _ssl_context(root_certificates, client_cert, client_key)
                 self._transport = RestTransport(
-                    target, model, timeout=timeout, verify=verify, headers=headers,
+                    target, self._model, timeout=timeout, tls=tls, headers=headers,
                     rest_format=rest_format, transport=http_transport,
                 )
         except FileNotFoundError as err:
             fail(f"no such file: {err.filename}; give an existing PEM file")
-        except (OSError, ssl.SSLError) as err:
+        except OSError as err:  # ssl.SSLError included
             fail(f"cannot use the TLS files: {err}; give PEM certificate and key files")
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
@@ -191,17 +166,17 @@ class SentimentClient:
         predictions: list[Prediction] = []
         for start in range(0, len(texts), self.chunk_size):
             chunk = texts[start : start + self.chunk_size]
-            outputs = self._with_retries(lambda c=chunk: self._transport.predict(c))
+            outputs = self._call(lambda c=chunk: self._transport.predict(c))
             predictions += predictions_from_outputs(outputs, len(chunk), self.label_names)
         return predictions
 
     def status(self) -> list[VersionStatus]:
         """The served versions of the model (the pinned one if a version or label is set)."""
-        return self._with_retries(self._transport.status)
+        return self._call(self._transport.status)
 
     def metadata(self) -> ModelMetadata:
         """Model name, version and signature definitions as the server reports them."""
-        return self._with_retries(self._transport.metadata)
+        return self._call(self._transport.metadata)
 
     def close(self) -> None:
         self._transport.close()
@@ -212,30 +187,68 @@ class SentimentClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _with_retries(self, call: Callable[[], T]) -> T:
+    def _call(self, call: Callable[[], T]) -> T:
         # One loop for both transports keeps the policy identical: gRPC's own retryPolicy
         # caps attempts at 5 and httpx retries only connection errors, never a 503.
         for attempt in range(self.retries + 1):
             try:
                 return call()
             except ServingError as err:
-                if not err.retryable or attempt == self.retries:
+                if not err.retryable:
+                    raise self._explain(err) from None
+                if attempt == self.retries:
                     raise
             time.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
+    def _explain(self, err: ServingError) -> ServingError:
+        """``err``, or when the request named something the server does not have (the model,
+        the version or label, the signature), an error saying which and what it has instead.
 
-def _ssl_context(
-    root_certificates: str | Path | None,
-    client_cert: str | Path | None,
-    client_key: str | Path | None,
-) -> ssl.SSLContext:
-    context = ssl.create_default_context(
-        cafile=str(root_certificates) if root_certificates else None
-    )
-    if client_cert:
-        context.load_cert_chain(client_cert, client_key)
-    return context
+        TF Serving's errors say "Servable not found for request: Latest(x)" whether the model
+        or the version is missing, and it lists no models: asking it for the model's status
+        (and, for a signature, its metadata) tells them apart. Only failed requests pay.
+        """
+        spec = self._model
+        label = spec.version_label
+        signature = f'"{spec.signature_name}"'  # as TF Serving quotes it in its errors
+        missing = err.code in NOT_FOUND_CODES
+        if not (missing or (label and label in err.message) or signature in err.message):
+            return err
+        try:
+            versions = self._transport.status(spec.unpinned())
+        except ServingError as probe:
+            if probe.code not in NOT_FOUND_CODES:
+                return err
+            return ServingError(
+                err.code, f"model {spec.name!r} not found on the server ({err.message})",
+                argument="model_name",
+            )
+        available = [str(v.version) for v in versions if v.state == "AVAILABLE"]
+        if spec.version is not None and str(spec.version) not in available:
+            return ServingError(
+                err.code, f"version {spec.version} of model {spec.name!r} is not available on "
+                f"the server ({err.message})", argument="version", available=available,
+            )
+        if label is not None and label in err.message:
+            return ServingError(
+                err.code, f"version label {label!r} of model {spec.name!r} not found on the "
+                f"server ({err.message})", argument="version_label",
+            )
+        if signature not in err.message:
+            return err
+        try:
+            defined = self._transport.metadata().signature_defs
+        except ServingError:
+            return err
+        # Not callable: SavedModel's own entries, such as __saved_model_init_op.
+        signatures = sorted(name for name in defined if not name.startswith("__"))
+        if spec.signature_name in signatures:
+            return err
+        return ServingError(
+            err.code, f"model {spec.name!r} has no signature {spec.signature_name!r} "
+            f"({err.message})", argument="signature_name", available=signatures,
+        )
 
 
 def _split_address(address: str) -> tuple[str, str]:

@@ -152,13 +152,16 @@ class BatchScheduler:
             self._cond.notify_all()
         return task.future
 
-    def stop(self) -> None:
-        """Run what is queued now (no more waiting for timeouts), then end the threads."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Run what is queued now (no more waiting for timeouts), then end the threads; False
+        if one still runs a batch after ``timeout`` seconds."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        end = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(None if end is None else max(end - time.monotonic(), 0.0))
+        return not any(thread.is_alive() for thread in self._threads)
 
     def _next_batch(self) -> _Batch | None:
         """Under the lock: take a batch that is due, or wait until one may be."""
@@ -187,6 +190,11 @@ class BatchScheduler:
             self._process(batch)
 
     def _process(self, batch: _Batch) -> None:
+        # Callers that gave up (deadline) cancelled their futures: leave their rows out.
+        batch.tasks = [t for t in batch.tasks if t.future.set_running_or_notify_cancel()]
+        batch.rows = sum(t.rows for t in batch.tasks)
+        if not batch.tasks:
+            return
         started = time.monotonic()
         for task in batch.tasks:
             self._observer.task_queued(task.rows, started - task.enqueued)
@@ -261,6 +269,12 @@ def _joined(pieces: list[Future]) -> Future:
                 return
             joined.set_result(result)
 
+    def cancel_pieces(future: Future) -> None:
+        if future.cancelled():  # the caller gave up: pieces not started are left out
+            for piece in pieces:
+                piece.cancel()
+
     for piece in pieces:
         piece.add_done_callback(finish)
+    joined.add_done_callback(cancel_pieces)
     return joined

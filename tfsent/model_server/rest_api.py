@@ -8,39 +8,52 @@ because its predict route holds a colon (``/v1/models/tfsent/versions/2:predict`
     POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict    {"instances"|"inputs": ...}
     POST ...:classify, ...:regress                               400/501 (predict models only)
 
-Errors are ``{"error": "..."}`` with the HTTP status TF Serving maps the status code to; any
-other ``/v1/`` request is ``400 Malformed request: METHOD PATH``. ``/docs`` shows the routes.
-Prometheus metrics are served at the monitoring config's path when it enables them.
+Every error is ``{"error": "..."}``, with the HTTP status TF Serving maps the status code to;
+any other ``/v1/`` request, whatever its method, is ``400 Malformed request: METHOD PATH``, any
+other path 404 (also what the framework itself refuses comes in that shape). ``/docs`` shows
+the routes. Prometheus metrics are served at the monitoring config's path when it enables them.
 
 Predict work (JSON parsing, the model run, the reply) goes to the REST ``RequestQueue``: a full
-queue answers 503 before the body is read, a body over ``max_body_bytes`` 413, and a request
-not answered within ``timeout`` seconds (``--rest_api_timeout_in_ms``) 504. Status and metadata
-are answered on the event loop::
+queue answers 503 before the body is read, a body over ``max_body_bytes`` 413 (both then read
+and drop the rest of the body, for a bounded time: ``_LingeringResponse``), and a request not
+answered within ``timeout`` seconds (``--rest_api_timeout_in_ms``) 504. Status and metadata are
+answered on the event loop::
 
-    app = create_app(manager, RequestQueue("REST", 8, 64), metrics,
+    app = create_app(core, service, RequestQueue("REST", 8, 64), metrics,
                      prometheus_path="/monitoring/prometheus/metrics")
     uvicorn.run(app, port=8501)
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from google.protobuf import json_format
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from tensorflow_serving.apis import model_pb2
 
+from tfsent.model_server.core import ServerCore
 from tfsent.model_server.executor import RequestQueue, run_queued
-from tfsent.model_server.manager import SIGNATURE_DEF_FIELD, ModelManager
 from tfsent.model_server.metrics import ServingMetrics
-from tfsent.model_server.rest_json import parse_body, request_tensors, response_json, signature_name
+from tfsent.model_server.rest_json import (
+    COLUMNAR,
+    ROW,
+    parse_body,
+    request_tensors,
+    response_json,
+    signature_name,
+)
 from tfsent.model_server.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD
+from tfsent.model_server.service import SIGNATURE_DEF_FIELD, PredictionService
 from tfsent.model_server.status import RequestError
 
 log = logging.getLogger(__name__)
@@ -55,6 +68,12 @@ STATUS_PATH = re.compile(
 )
 V1_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 INT64_MAX = 2**63 - 1
+INTERNAL_ERROR = "Internal error (see the server log)"
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
+# Bounds of the lingering close after an answer that left the request body unread.
+LINGER_SECONDS = 10.0
+LINGER_IDLE_SECONDS = 2.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
 PREDICT_BODY_DOC = {
     "requestBody": {
@@ -92,14 +111,64 @@ def _route_doc(path: str, predict: bool = False) -> dict[str, Any]:
     return doc
 
 
-def _json_response(body: Any, status: int = 200, pretty: bool = True) -> Response:
+def _json_response(
+    body: Any,
+    status: int = 200,
+    pretty: bool = True,
+    headers: Mapping[str, str] | None = None,
+    linger: bool = False,
+) -> Response:
+    """``body`` as JSON; ``linger`` for an answer sent before the request body was read."""
     # Status and metadata are read by people (curl); predictions by programs, so compact.
     text = json.dumps(body, ensure_ascii=False, indent=1 if pretty else None)
     try:
         content = text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate echoed in an error: escape it instead
         content = json.dumps(body, indent=1 if pretty else None).encode("ascii")
-    return Response(content, status_code=status, media_type="application/json")
+    if linger:
+        return _LingeringResponse(content, status, media_type="application/json")
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
+
+
+class _LingeringResponse(Response):
+    """An answer to a request whose body was left unread (413, 503): sent at once, then the rest
+    of the body is read and dropped before the connection closes, as nginx's and Apache's
+    "lingering close". Closing a socket with unread data makes the kernel reset the connection,
+    so a client that writes its whole body before reading (urllib, requests) would get
+    "connection reset" instead of the answer. The drain is bounded (``LINGER_*``); uvicorn's
+    flow control keeps at most one buffer of the body in memory at a time."""
+
+    def __init__(self, content: bytes, status: int, media_type: str) -> None:
+        super().__init__(content, status, headers={"connection": "close"}, media_type=media_type)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        await _discard_body(receive)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _discard_body(receive: Any) -> int:
+    """Read and drop the rest of a request body, for at most ``LINGER_SECONDS`` (and
+    ``LINGER_IDLE_SECONDS`` between reads) and ``LINGER_MAX_BYTES``; the bytes dropped."""
+    end = time.monotonic() + LINGER_SECONDS
+    dropped = 0
+    while dropped <= LINGER_MAX_BYTES:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            message = await asyncio.wait_for(receive(), min(left, LINGER_IDLE_SECONDS))
+        except asyncio.TimeoutError:
+            break
+        if message["type"] != "http.request":  # the client is gone
+            break
+        dropped += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return dropped
 
 
 def _proto_json(message: Any) -> dict[str, Any]:
@@ -126,14 +195,16 @@ class RestApi:
 
     def __init__(
         self,
-        manager: ModelManager,
+        core: ServerCore,
+        service: PredictionService,
         queue: RequestQueue,
         metrics: ServingMetrics | None = None,
         max_body_bytes: int = 0,
         timeout: float | None = None,
         max_instances: int = 0,
     ) -> None:
-        self.manager = manager
+        self.core = core
+        self.service = service
         self.queue = queue
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -144,6 +215,7 @@ class RestApi:
         started = time.perf_counter()
         method, path = request.method, request.url.path
         api, model_name = "unknown", ""
+        unread = _has_body(request)  # until read: an answer then lingers (_LingeringResponse)
         try:
             prediction = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
             status = STATUS_PATH.fullmatch(path) if method == "GET" else None
@@ -153,6 +225,7 @@ class RestApi:
                 spec = _model_spec(model_name, version, label)
                 self.queue.check_capacity()  # refuse before reading (and holding) the body
                 body = await self._body(request)
+                unread = False
                 deadline = None if self.timeout is None else time.monotonic() + self.timeout
                 reply = await run_queued(
                     self.queue, lambda: self._prediction(api, spec, body, deadline), deadline
@@ -171,11 +244,11 @@ class RestApi:
             response = _json_response(reply, pretty=not prediction)
         except RequestError as err:
             code = err.code.name
-            response = _json_response({"error": err.message}, err.http_status)
+            response = _json_response({"error": err.message}, err.http_status, linger=unread)
         except Exception:  # a bug answers 500 and the server keeps serving
             log.exception("REST %s %s failed", method, path)
             code = "INTERNAL"
-            response = _json_response({"error": "Internal error (see the server log)"}, 500)
+            response = _json_response({"error": INTERNAL_ERROR}, 500, linger=unread)
         if self.metrics is not None and api != "unknown":
             self.metrics.observe_request(
                 model_name, api, "REST", code, time.perf_counter() - started
@@ -213,19 +286,20 @@ class RestApi:
                 "classify": (CLASSIFY_METHOD, "classification"),
                 "regress": (REGRESS_METHOD, "regression"),
             }[api]
-            self.manager.check_example_signature(spec, method, kind)
-        with self.manager.servable(spec) as handle:
-            name, input_infos = self.manager.input_infos(handle, spec.signature_name)
-            inputs, fmt = request_tensors(doc, input_infos, self.max_instances)
-            outputs = self.manager.run(handle, name, inputs, deadline=deadline)
-        return response_json(outputs, fmt)
+            self.service.check_example_signature(spec, method, kind)
+        outputs, _ = self.service.predict(
+            spec,
+            lambda input_infos: request_tensors(doc, input_infos, self.max_instances)[0],
+            deadline=deadline,
+        )
+        return response_json(outputs, ROW if "instances" in doc else COLUMNAR)
 
     def _status(self, spec: Any) -> Any:
-        statuses = self.manager.status(spec)
+        statuses = self.core.status(spec)
         return {"model_version_status": [_proto_json(s) for s in statuses]}
 
     def _metadata(self, spec: Any) -> Any:
-        version, signature_map = self.manager.metadata(spec)
+        version, signature_map = self.service.metadata(spec)
         served = model_pb2.ModelSpec(name=spec.name)
         served.version.value = version
         return {
@@ -235,7 +309,8 @@ class RestApi:
 
 
 def create_app(
-    manager: ModelManager,
+    core: ServerCore,
+    service: PredictionService,
     queue: RequestQueue,
     metrics: ServingMetrics | None = None,
     prometheus_path: str | None = None,
@@ -244,7 +319,7 @@ def create_app(
     max_instances: int = 0,
 ) -> FastAPI:
     """The REST app; ``prometheus_path`` serves the metrics there; limits as ``RestApi``'s."""
-    api = RestApi(manager, queue, metrics, max_body_bytes, timeout, max_instances)
+    api = RestApi(core, service, queue, metrics, max_body_bytes, timeout, max_instances)
     app = FastAPI(
         title="tfsent model server (TensorFlow Serving REST API)",
         description="TF Serving's REST API: model status, metadata and predict.",
@@ -259,7 +334,36 @@ def create_app(
             body, content_type = metrics.exposition()
             return Response(body, media_type=content_type)
 
-    # Documented routes (for /docs); every one, and anything else, goes through ``dispatch``.
+    _add_documented_routes(app, dispatch)
+
+    async def anything_else(request: Request) -> Response:
+        if V1_PATH.fullmatch(request.url.path):
+            return await dispatch(request)
+        return _json_response(
+            {"error": f"Not found: {request.method} {request.url.path}"},
+            404,
+            linger=_has_body(request),
+        )
+
+    # Every HTTP method, as TF Serving's handler: a /v1/ request it has no route for is its 400
+    # "Malformed request", anything else a 404 (other method names: the framework's 405).
+    app.add_api_route(
+        "/{path:path}", anything_else, methods=list(HTTP_METHODS), include_in_schema=False
+    )
+
+    async def framework_error(request: Request, exc: Exception) -> Response:
+        # What the framework refuses by itself gets TF Serving's error shape too.
+        if isinstance(exc, StarletteHTTPException):
+            return _json_response({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+        return _json_response({"error": INTERNAL_ERROR}, 500)
+
+    app.add_exception_handler(StarletteHTTPException, framework_error)
+    app.add_exception_handler(Exception, framework_error)
+    return app
+
+
+def _add_documented_routes(app: FastAPI, dispatch: Any) -> None:
+    """The API's routes, for /docs; every one goes through ``dispatch``."""
     for suffix, summary in (("", "Model status"), ("/metadata", "Model metadata (signatures)")):
         for prefix in ("", "/versions/{version}", "/labels/{label}"):
             path = f"/v1/models/{{model_name}}{prefix}{suffix}"
@@ -283,14 +387,8 @@ def create_app(
                 openapi_extra=_route_doc(path, predict=verb == "predict"),
             )
 
-    @app.api_route(
-        "/{path:path}",
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"],
-        include_in_schema=False,
-    )
-    async def anything_else(request: Request) -> Response:
-        if V1_PATH.fullmatch(request.url.path):
-            return await dispatch(request)
-        return _json_response({"error": f"Not found: {request.method} {request.url.path}"}, 404)
 
-    return app
+def _has_body(request: Request) -> bool:
+    """Whether the request comes with a body (that a handler may leave unread)."""
+    headers = request.headers
+    return headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers

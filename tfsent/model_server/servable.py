@@ -3,7 +3,7 @@
 ``tf.saved_model.load`` gives the callable signatures; the ``SignatureDef`` protos (what
 GetModelMetadata reports and what requests are checked against) are read from the same
 ``saved_model.pb``, as TF Serving reads its MetaGraphDef. Requests reach a servable only through
-``ModelManager.predict`` (checks, limits, batching), which the warmup replay uses too::
+``tfsent.model_server.service.run`` (checks, limits, batching), which the warmup replay uses too::
 
     servable = Servable.load("exported/tfsent/1", name="tfsent", version=1)
     servable.check_request("serving_default", {"text": texts})
@@ -196,7 +196,7 @@ class Servable:
     def warmup_requests(self) -> Iterator[tuple[str, dict[str, np.ndarray], list[str]]]:
         """The requests of ``assets.extra/tf_serving_warmup_requests`` (PredictionLog
         TFRecords) as ``(signature, inputs, output_filter)``; TF Serving replays them before a
-        version becomes AVAILABLE, and so does ``ModelManager``."""
+        version becomes AVAILABLE, and so does ``ServerCore`` (``service.replay_warmup``)."""
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 

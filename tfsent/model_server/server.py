@@ -1,11 +1,15 @@
-"""The model server: gRPC (``grpc.aio``) and REST (FastAPI on uvicorn) over one ``ModelManager``.
+"""The model server: gRPC (``grpc.aio``) and REST (FastAPI on uvicorn) over one ``ServerCore``
+and its ``PredictionService``.
 
 Start-up follows ``tensorflow_model_server``: read the configs, load every model's versions
 (warmup included), then open the gRPC and REST ports. Bad input (missing base path, no versions,
 bad config file, port in use) is a ``UserError`` before anything is served. On SIGTERM/SIGINT it
 stops accepting, lets in-flight requests finish for up to ``shutdown_grace_seconds``, answers
 the ones still unfinished then with UNAVAILABLE (HTTP 503: clients retry them elsewhere),
-unloads the models and returns 0::
+unloads the models and returns 0. Model runs of those answered requests that are still going
+``ABORT_MARGIN_SECONDS`` later cannot be stopped (TensorFlow has no way to), and the
+interpreter's exit would tear TensorFlow down under them: ``serve`` then ends the process
+at once (exit code 0) instead::
 
     options = ServerOptions(model_name="tfsent", model_base_path="exported/tfsent")
     sys.exit(serve(options))          # until SIGTERM
@@ -22,10 +26,12 @@ Serving's names and defaults; tfsent's own additions say so), and its field help
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -110,7 +116,8 @@ class ServerOptions:
     grpc_channel_arguments: str = _flag(
         "",
         "comma-separated gRPC server channel arguments, e.g. "
-        "grpc.max_concurrent_streams=100 (override the defaults below)",
+        "grpc.max_concurrent_streams=100; they override the server's own, such as the "
+        "message size limit of --grpc_max_receive_message_bytes",
     )
     grpc_max_threads: int = _flag(
         help="gRPC predict requests run at once (default: 4 per CPU)", default_factory=_threads
@@ -135,8 +142,9 @@ class ServerOptions:
     )
     rest_api_max_body_bytes: int = _flag(
         8 * MIB,
-        "tfsent extension: larger REST request bodies are refused with HTTP 413, unread; 0: no "
-        "limit",
+        "tfsent extension: larger REST request bodies are refused with HTTP 413 (the rest of "
+        "the body is then read and dropped, for a bounded time, so that clients that send it "
+        "all before reading get the answer); 0: no limit",
     )
     grpc_max_receive_message_bytes: int = _flag(
         8 * MIB,
@@ -282,7 +290,8 @@ class ModelServer:
             options.grpc_channel_arguments
         )
         self.metrics: Any = None
-        self.manager: Any = None
+        self.core: Any = None
+        self.service: Any = None
         self.queues: dict[str, Any] = {}
         self._grpc_server: Any = None
         self._grpc_loop: asyncio.AbstractEventLoop | None = None
@@ -292,36 +301,44 @@ class ModelServer:
         self._rest_thread: threading.Thread | None = None
         self._config_thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._idle = True  # after stop(): no thread runs a model
         self._serving = False  # the ports are open (so stopping is worth logging)
 
-    def _create_manager(self) -> None:
+    def _create_core(self) -> None:
+        from tfsent.model_server.core import CoreOptions, ServerCore
         from tfsent.model_server.executor import RequestQueue
-        from tfsent.model_server.manager import ManagerOptions, ModelManager
         from tfsent.model_server.metrics import ServingMetrics
+        from tfsent.model_server.service import PredictionService, replay_warmup
 
         o = self.options
         tags = tuple(t for t in o.saved_model_tags.split(",") if t)
         endpoints = f"(gRPC {o.host}:{o.port}"
         endpoints += f", REST {o.host}:{o.rest_api_port})" if o.rest_api_port else ")"
         self.metrics = ServingMetrics()
-        self.manager = ModelManager(
-            ManagerOptions(
+        warmup = None
+        if o.enable_model_warmup:
+            warmup = functools.partial(
+                replay_warmup,
+                iterations=max(o.num_request_iterations_for_warmup, 1),
+                max_instances=o.max_instances_per_request,
+            )
+        self.core = ServerCore(
+            CoreOptions(
                 file_system_poll_wait_seconds=o.file_system_poll_wait_seconds,
                 saved_model_tags=tags or ("serve",),
-                enable_model_warmup=o.enable_model_warmup,
-                warmup_iterations=max(o.num_request_iterations_for_warmup, 1),
                 batching=self.batching,
                 allow_version_labels_for_unavailable_models=(
                     o.allow_version_labels_for_unavailable_models
                 ),
                 max_num_load_retries=o.max_num_load_retries,
                 load_retry_interval_seconds=o.load_retry_interval_micros / 1e6,
-                max_instances_per_request=o.max_instances_per_request,
                 allow_reload_config_request=o.allow_reload_config_request,
                 endpoints=endpoints,
             ),
             self.metrics,
+            warmup,
         )
+        self.service = PredictionService(self.core, o.max_instances_per_request)
         self.queues["grpc"] = RequestQueue("gRPC", o.grpc_max_threads, o.max_queued_requests)
         if o.rest_api_port:
             self.queues["rest"] = RequestQueue(
@@ -415,23 +432,24 @@ class ModelServer:
             tf.config.threading.set_intra_op_parallelism_threads(o.tensorflow_intra_op_parallelism)
         if o.tensorflow_inter_op_parallelism:
             tf.config.threading.set_inter_op_parallelism_threads(o.tensorflow_inter_op_parallelism)
-        self._create_manager()
+        self._create_core()
         add_servicers(
             self._grpc_server,
-            self.manager,
+            self.core,
+            self.service,
             self.queues["grpc"],
             self.metrics,
             o.grpc_default_timeout_in_ms / 1000 or None,
         )
         try:
-            self.manager.configure(self.config, startup=True)
+            self.core.configure(self.config, startup=True)
         except RequestError as err:
             fail(
                 f"{err.message}; start with --allow_version_labels_for_unavailable_models "
                 "or add version_labels once those versions are loaded"
             )
-        self.manager.load_initial()
-        self.manager.start()
+        self.core.load_initial()
+        self.core.start()
         self._in_grpc_loop(self._grpc_server.start())
         self._serving = True
         log.info(
@@ -457,7 +475,8 @@ class ModelServer:
         o = self.options
         prometheus = self.monitoring.prometheus_path if self.monitoring.prometheus_enabled else None
         app = create_app(
-            self.manager,
+            self.core,
+            self.service,
             self.queues["rest"],
             self.metrics,
             prometheus,
@@ -510,16 +529,22 @@ class ModelServer:
                 if text == last:
                     continue
                 last = text  # a bad file is reported once, not at every poll
-                self.manager.configure(read_model_server_config(path))
+                self.core.configure(read_model_server_config(path))
                 log.info("Reloaded the model config from %s", path)
             except (OSError, UserError, RequestError) as err:
                 log.error("Keeping the current model config; reloading %s failed: %s", path, err)
 
-    def stop(self, grace: float | None = None) -> None:
+    def stop(self, grace: float | None = None) -> bool:
         """Stop accepting, let in-flight requests finish for up to ``grace`` seconds, answer
-        the rest with UNAVAILABLE, unload the models."""
+        the rest with UNAVAILABLE, unload the models.
+
+        True when no thread runs a model any more. False when model runs (whose requests were
+        answered UNAVAILABLE) outlast the grace period by ``ABORT_MARGIN_SECONDS``: TensorFlow
+        cannot stop a running kernel, so the process must then end without the interpreter's
+        teardown, which would destroy TensorFlow's runtime under those runs (``serve`` does).
+        """
         if self._stopped.is_set():
-            return
+            return self._idle
         self._stopped.set()
         grace = self.options.shutdown_grace_seconds if grace is None else grace
         if self._serving:
@@ -536,6 +561,18 @@ class ModelServer:
             if not queue.wait_idle(max(end - time.monotonic(), 0.0)):
                 count = queue.abort("Server is shutting down; retry the request")
                 log.warning("Grace period over: %d %s request(s) answered UNAVAILABLE", count, name)
+        self._close_transports(grpc_done, grace)
+        for queue in self.queues.values():
+            queue.abort("Server is shutting down; retry the request")
+            queue.stop(wait=False)  # no more runs start; the running ones are waited for below
+        if self.core is not None:
+            self._idle = self.core.stop(timeout=ABORT_MARGIN_SECONDS)
+        if self._serving:
+            log.info("Server stopped")
+        return self._idle
+
+    def _close_transports(self, grpc_done: Any, grace: float) -> None:
+        """Wait for the gRPC server's stop and the REST thread, then end the gRPC loop."""
         if grpc_done is not None:
             try:
                 grpc_done.result(grace + 2 * ABORT_MARGIN_SECONDS)
@@ -549,13 +586,6 @@ class ModelServer:
             self._grpc_loop.call_soon_threadsafe(self._grpc_loop.stop)
             if self._grpc_thread is not None:
                 self._grpc_thread.join(5)
-        for queue in self.queues.values():
-            queue.abort("Server is shutting down; retry the request")
-            queue.stop(wait=False)  # a worker still in a model run ends with the process
-        if self.manager is not None:
-            self.manager.stop(timeout=ABORT_MARGIN_SECONDS)
-        if self._serving:
-            log.info("Server stopped")
 
     def __enter__(self) -> ModelServer:
         return self
@@ -588,7 +618,15 @@ def serve(options: ServerOptions) -> int:
             pass
         log.info("Received %s", received[0] if received else "stop")
     finally:
-        server.stop()
+        idle = server.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if not idle:
+        # Threads still run TensorFlow kernels for requests already answered: the interpreter's
+        # exit would free TensorFlow's runtime under them (a crash, or a wait for them to end).
+        # Nothing is left to save, so the process ends here.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0

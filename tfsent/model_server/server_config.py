@@ -39,16 +39,14 @@ from google.protobuf import (
     text_format,
     wrappers_pb2,
 )
-from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
+from tensorflow_serving.config import model_server_config_pb2
 
-from tfsent.errors import fail
+from tfsent.errors import fail, first_line
 from tfsent.versions import scan_versions
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
-ModelConfig = model_server_config_pb2.ModelConfig
-VersionPolicy = (
-    file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig.ServableVersionPolicy
-)
+# One model's entry; not tfsent.config.ModelConfig, the run's model options.
+ModelConfigProto = model_server_config_pb2.ModelConfig
 
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 SUPPORTED_PLATFORMS = ("", "tensorflow")
@@ -140,7 +138,7 @@ def _parse(text: str, message: Any, what: str) -> Any:
     try:
         return text_format.Parse(text, message)
     except text_format.ParseError as err:
-        fail(f"bad {what}: {str(err).splitlines()[0]}")
+        fail(f"bad {what}: {first_line(err)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -216,7 +214,7 @@ def aspired_versions(policy: Any, on_disk: Iterable[int]) -> set[int]:
     return set(versions[:keep])
 
 
-def check_base_path(model: Any) -> None:
+def check_base_path(model: ModelConfigProto) -> None:
     """``UserError`` unless a model's base path holds a version its policy wants served."""
     base = Path(model.base_path)
     on_disk = scan_versions(base)
