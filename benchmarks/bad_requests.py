@@ -64,6 +64,23 @@ class RestCase:
     tfsent_only: str = ""
 
 
+def predict_request(texts=("ok",), name: str = MODEL, version: int | None = None,
+                    label: str | None = None, signature: str = ""):
+    """A ``PredictRequest`` of ``texts`` for ``name`` (and a version, label or signature)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
+    request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
+    return request
+
+
 def grpc_cases(model: str = MODEL) -> list[GrpcCase]:
     """The gRPC corpus against a server of ``model`` (serving_default: ``text`` -> ...,
     token_ids: ``input_ids``, ``attention_mask``, ``token_type_ids``; no version 7)."""
@@ -79,15 +96,7 @@ def grpc_cases(model: str = MODEL) -> list[GrpcCase]:
     )
 
     def predict(texts=("ok",), name=model, version=None, label=None, signature=""):
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = name
-        request.model_spec.signature_name = signature
-        if version is not None:
-            request.model_spec.version.value = version
-        if label is not None:
-            request.model_spec.version_label = label
-        request.inputs["text"].CopyFrom(tf.make_tensor_proto(list(texts), dtype=tf.string))
-        return request
+        return predict_request(texts, name, version, label, signature)
 
     def with_input(name: str, value: Any, request: Any = None) -> Any:
         request = request if request is not None else predict()

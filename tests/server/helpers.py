@@ -23,6 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from benchmarks.bad_requests import predict_request
 from tfsent.model_server.process import external_addresses
 
 MODEL = "tfsent"
@@ -62,18 +63,6 @@ def copy_version(source: Path, base: Path, version: int | str) -> Path:
     staging = base / f".tmp-{version}"
     shutil.copytree(source, staging)
     return staging.rename(base / str(version))
-
-
-def predict_request(texts, name=MODEL, version=None, label=None, signature=""):
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    if label is not None:
-        request.model_spec.version_label = label
-    request.inputs["text"].CopyFrom(tf.make_tensor_proto(texts, dtype=tf.string))
-    return request
 
 
 def slow_request(seconds: float, name: str = "slow"):

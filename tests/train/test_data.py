@@ -24,7 +24,6 @@ from tfsent.synthetic import (
 )
 
 EMOTIONS = ("joy", "sadness", "anger", "fear")
-REAL_TARBALL = Path(__file__).resolve().parents[2] / "shared/data/aclImdb_train.tar.gz"
 
 
 def load(dataset, seed=0, **options) -> data.Splits:
@@ -438,13 +437,11 @@ def test_validation_size_that_leaves_no_training_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_imdb_train_tarball():
-    if not REAL_TARBALL.is_file():
-        pytest.skip(f"real IMDB train tarball not found at {REAL_TARBALL}")
+def test_real_imdb_train_tarball(imdb_tarball):
     start = time.perf_counter()
-    splits = load(REAL_TARBALL, seed=42)
+    splits = load(imdb_tarball, seed=42)
     elapsed = time.perf_counter() - start
-    print(f"loaded 25,000 real reviews from {REAL_TARBALL.name} in {elapsed:.1f} s")
+    print(f"loaded 25,000 real reviews from {imdb_tarball.name} in {elapsed:.1f} s")
     assert splits.test is None
     assert len(splits.train) + len(splits.validation) == 25_000
     assert counts(splits.train) == [11_250, 11_250] and counts(splits.validation) == [1250, 1250]
