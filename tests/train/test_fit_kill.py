@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import tf_keras
 
+from benchmarks.kill_runs import comparable_metrics
 from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from tfsent.fit import fit
-
-VOLATILE = ("train_seconds", "train_examples_per_second", "export")
 
 
 def config(output_dir: Path, **train) -> RunConfig:
@@ -38,12 +37,6 @@ def history(run: Path) -> list[dict[str, str]]:
 
 def validation_columns(rows: list[dict[str, str]]) -> list[tuple]:
     return [(r["epoch"], r["val_accuracy"], r["val_loss"], r["val_f1_macro"]) for r in rows]
-
-
-def comparable(metrics: dict) -> dict:
-    # A split's evaluation speed is a timing too.
-    return {k: {n: x for n, x in v.items() if n != "reviews_per_second"}
-            if isinstance(v, dict) else v for k, v in metrics.items() if k not in VOLATILE}
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +96,8 @@ def test_kill_after_the_last_epoch_reruns_no_epoch_and_saves_evaluates_exports(
     assert (run / "model" / "tf_model.h5").is_file() and (run / "metrics.json").is_file()
     assert metrics["export"] == str(tmp_path / "exported" / "tfsent" / "1")
     assert (tmp_path / "exported" / "tfsent" / "1" / "saved_model.pb").is_file()
-    assert comparable(json.loads((run / "metrics.json").read_text())) == comparable(reference[0])
+    rerun = json.loads((run / "metrics.json").read_text())
+    assert comparable_metrics(rerun) == comparable_metrics(reference[0])
     assert validation_columns(history(run)) == validation_columns(reference[1])
     assert not (run / "backup").exists() and not (run / "checkpoints" / "export.json").exists()
 
@@ -145,7 +139,7 @@ def test_kill_during_evaluation_then_during_export_finishes_once(tmp_path, refer
     assert steps.seen == []
     assert sorted(p.name for p in versions.iterdir()) == ["1"]
     assert metrics["export"] == str(versions / "1")
-    assert comparable(metrics) == comparable(reference[0])
+    assert comparable_metrics(metrics) == comparable_metrics(reference[0])
 
     # Killed after the version was renamed into place but before metrics.json recorded it:
     # the rerun records that version instead of exporting another.
@@ -172,7 +166,7 @@ def test_kill_mid_epoch_resumes_at_the_backed_up_step_with_the_same_result(
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     # Same examples in the same order, same dropout masks: the same model as without the kill.
     assert validation_columns(rows) == validation_columns(reference[1])
-    assert comparable(metrics) == comparable(reference[0])
+    assert comparable_metrics(metrics) == comparable_metrics(reference[0])
 
 
 def test_kill_between_an_epochs_best_checkpoint_and_its_backup(tmp_path, reference,
@@ -203,7 +197,7 @@ def test_kill_between_an_epochs_best_checkpoint_and_its_backup(tmp_path, referen
     rows = history(run)
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     assert validation_columns(rows) == validation_columns(reference[1])
-    assert comparable(metrics) == comparable(reference[0])
+    assert comparable_metrics(metrics) == comparable_metrics(reference[0])
     assert sorted(p.name for p in (run / "checkpoints").glob("epoch-*")) == [
         f"epoch-{metrics['best_epoch']:03d}.predictions.npz",
         f"epoch-{metrics['best_epoch']:03d}.weights.h5"]
