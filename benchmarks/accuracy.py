@@ -13,6 +13,11 @@ never trained on).
     python -m benchmarks.accuracy                        # hours per epoch on 2 CPU cores
     python -m benchmarks.accuracy --epochs 2 --learning-rate 3e-5
     python -m benchmarks.accuracy --quick                # demo reviews, tiny model, 1 epoch
+    python -m benchmarks.accuracy --preset imdb-minilm   # fit's preset, as it ships
+
+With ``--preset`` the run is ``python -m tfsent.fit --config <preset>`` with only the data, model,
+output and export paths replaced (and, with ``--quick``, the tiny model's length, one epoch and
+200 reviews); the options above that shape training are then ignored.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from benchmarks.sources import (
     resolve_data,
     resolve_model,
 )
+from tfsent.config import preset_names
 from tfsent.errors import fail, run_cli
 
 NAME = "accuracy"
@@ -71,6 +77,8 @@ def parse_args(argv: Sequence[str] | None):
                         help="Export base path (--quick: a temporary one).")
     parser.add_argument("--model-name", default="tfsent")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--preset", choices=preset_names(),
+                        help="Run this fit preset as it ships instead of the options above.")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         fail("--epochs and --batch-size must be at least 1")
@@ -79,8 +87,17 @@ def parse_args(argv: Sequence[str] | None):
 
 def run_config(args, data: str, model: str, output_dir: str, export_dir: str):
     """The ``tfsent.fit`` run this benchmark is."""
-    from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig, parse_args
 
+    if args.preset:
+        argv = ["--config", args.preset, "--dataset", data, "--model", model,
+                "--output-dir", output_dir, "--overwrite-output-dir", "--export-dir", export_dir,
+                "--model-name", args.model_name, "--progress", "2"]
+        if args.quick:
+            argv += ["--max-length", "64", "--epochs", "1", "--validation-size",
+                     str(args.validation_size), "--max-train-samples",
+                     str(args.max_train_samples), "--gradient-accumulation-steps", "1"]
+        return RunConfig(*parse_args((DataConfig, ModelConfig, TrainConfig), "", argv))
     return RunConfig(
         DataConfig(dataset=data, validation_size=args.validation_size,
                    max_train_samples=args.max_train_samples),
@@ -101,14 +118,16 @@ def measure(args, data: str, model: str, output_dir: str, export_dir: str) -> di
     seconds = time.perf_counter() - started
     valid = metrics["validation"]
     return {
-        "settings": {"data": data, "model": describe_model(model), "fit_config": cfg.to_dict()},
+        "settings": {"data": data, "model": describe_model(model), "preset": args.preset,
+                     "fit_config": cfg.to_dict()},
         "validation": {"examples": valid["examples"], "accuracy": valid["accuracy"],
                        "f1_macro": valid["f1_macro"], "loss": valid["loss"]},
         "test": ({k: metrics["test"][k] for k in ("examples", "accuracy", "f1_macro")}
                  if "test" in metrics else None),
         "train_seconds": metrics["train_seconds"],
         "train_examples_per_second": metrics["train_examples_per_second"],
-        "total_seconds": seconds,
+        # The whole fit: data, training, validation, calibration and export.
+        "fit_seconds": seconds,
         "precision_policy": metrics["precision_policy"],
         # The temperature fitted on the validation split and the ECE (15 bins) before/after it.
         "calibration": metrics.get("calibration"),

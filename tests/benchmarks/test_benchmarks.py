@@ -121,10 +121,25 @@ def test_accuracy_quick_trains_evaluates_and_exports(tmp_path):
     assert result["validation"]["examples"] == 240  # 20% of the demo's 1,200
     assert 0 <= result["validation"]["accuracy"] <= 1
     assert 0 <= result["validation"]["f1_macro"] <= 1
-    assert result["train_seconds"] > 0 and result["total_seconds"] >= result["train_seconds"]
+    assert result["train_seconds"] > 0 and result["fit_seconds"] >= result["train_seconds"]
+    assert result["settings"]["preset"] is None
     assert result["export_path"].endswith(str(Path("exported", "tfsent", "1")))
     assert {p["imdb_test_accuracy"] for p in result["published"]} == {0.946, 0.928}
     assert "published" in out
+
+
+def test_accuracy_quick_runs_the_preset_as_it_ships(tmp_path):
+    result, _ = run_quick("accuracy", tmp_path, "--preset", "imdb-minilm")
+    assert result["settings"]["preset"] == "imdb-minilm"
+    train = result["settings"]["fit_config"]["train"]
+    # The preset's recipe, not the benchmark's own defaults (lr 5e-5, no decay) ...
+    assert train["learning_rate"] == 1e-4 and train["layerwise_lr_decay"] == 0.95
+    assert train["average_last"] == 2 and train["output_dir"] != "runs/imdb-minilm"
+    # ... shrunk only where --quick must be quick.
+    assert result["settings"]["fit_config"]["model"]["max_length"] == 64
+    assert train["epochs"] == 1 and train["gradient_accumulation_steps"] == 1
+    assert result["fit_seconds"] >= result["train_seconds"] > 0
+    assert 0 <= result["validation"]["accuracy"] <= 1
 
 
 @pytest.mark.slow
