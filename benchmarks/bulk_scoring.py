@@ -43,7 +43,7 @@ from benchmarks.record import (
     start_run,
     write_result,
 )
-from benchmarks.sources import TINY, describe_model, resolve_data, resolve_model
+from benchmarks.sources import TINY, describe_model, export_model, resolve_data, resolve_model
 from tfsent.errors import fail, run_cli
 
 NAME = "bulk_scoring"
@@ -261,8 +261,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.saved_model:
             version = Path(args.saved_model)
         else:
-            from benchmarks.long_reviews import export_model
-
             print(f"exporting {model} at max length {args.max_length}...", file=sys.stderr)
             version = export_model(model, texts, data, args.max_length, "head+tail", folder)
         results = run_benchmark(args, version, texts, sample, folder)

@@ -50,7 +50,7 @@ from benchmarks.record import (
     start_run,
     write_result,
 )
-from benchmarks.sources import describe_model, load_tokenizer_for, resolve_data, resolve_model
+from benchmarks.sources import describe_model, export_model, resolve_data, resolve_model
 from tfsent.errors import fail, run_cli
 from tfsent.signatures import LABEL_ID, SERVING_SIGNATURE, TEXT_INPUT
 
@@ -59,7 +59,6 @@ MB = 1_000_000
 MIB = 2**20
 ORDINARY = "ordinary"
 PATHS = ("in-process", "grpc", "rest")
-LABELS = ("negative", "positive")
 DEFAULTS = {"repeats": 5, "sizes_mb": [1, 100]}
 QUICK = {"repeats": 2, "sizes_mb": [1, 4]}
 STARTUP_SECONDS = 300
@@ -148,25 +147,6 @@ def reviews(data: str, sizes_mb: Sequence[float]) -> tuple[list[str], dict[str, 
         repeated = (joined + b" ") * (size // (len(joined) + 1) + 1)
         cases[f"{size_mb:g} MB"] = repeated[:size].decode(errors="ignore").encode()
     return texts, cases
-
-
-def export_model(model: str, texts: list[str], data: str, max_length: int, truncation: str,
-                 folder: Path) -> Path:
-    """``model`` with a fresh two-label head, as a run directory, exported; the version folder."""
-    from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-    from tfsent.export import export_run
-    from tfsent.model import build_model
-
-    run = folder / "run"
-    tokenizer = load_tokenizer_for(model, texts)
-    tokenizer.save_pretrained(run / "tokenizer")
-    build_model(model, LABELS, tokenizer).save_pretrained(run / "model")
-    RunConfig(
-        DataConfig(dataset=data),
-        ModelConfig(model=model, max_length=max_length, truncation=truncation),
-        TrainConfig(output_dir=str(run)),
-    ).save(run / "config.json")
-    return export_run(run, folder / "exported", "tfsent")
 
 
 # --- in-process -------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.long_reviews import export_model
 from benchmarks.record import (
     Skipped,
     make_parser,
@@ -39,7 +38,7 @@ from benchmarks.record import (
     start_run,
     write_result,
 )
-from benchmarks.sources import describe_model, resolve_data, resolve_model
+from benchmarks.sources import describe_model, export_model, resolve_data, resolve_model
 from tfsent.errors import fail, run_cli
 
 NAME = "serving_compat"

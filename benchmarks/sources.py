@@ -100,6 +100,27 @@ def load_tokenizer_for(model: str, texts: list[str]) -> PreTrainedTokenizerFast:
     return load_tokenizer(model)
 
 
+def export_model(model: str, texts: list[str], data: str, max_length: int, truncation: str,
+                 folder: Path) -> Path:
+    """``model`` with a fresh two-label head, as a run directory under ``folder``, exported
+    there; the version folder. What the serving benchmarks serve when no trained run is given:
+    the encoder's real cost, untrained predictions."""
+    from tfsent.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+    from tfsent.export import export_run
+    from tfsent.model import build_model
+
+    run = folder / "run"
+    tokenizer = load_tokenizer_for(model, texts)
+    tokenizer.save_pretrained(run / "tokenizer")
+    build_model(model, ("negative", "positive"), tokenizer).save_pretrained(run / "model")
+    RunConfig(
+        DataConfig(dataset=data),
+        ModelConfig(model=model, max_length=max_length, truncation=truncation),
+        TrainConfig(output_dir=str(run)),
+    ).save(run / "config.json")
+    return export_run(run, folder / "exported", "tfsent")
+
+
 def describe_model(model: str) -> str:
     """``all-MiniLM-L6-v2`` for the real weights' folder, else the name given."""
     path = minilm_path()

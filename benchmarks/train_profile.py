@@ -1,15 +1,19 @@
 """Training profile: where B's steady-state training step spends its time, by kind of op.
 
 B is tfsent's pipeline as ``benchmarks.train_speed`` measures it (``encode`` with head+tail,
-length bucketing, dynamic padding, ``--precision auto``). After ``--warmup-steps`` steps (the
+length bucketing, dynamic padding, ``--precision auto``), with ``fit``'s seeded dropout reseeded
+before every step. After ``--warmup-steps`` steps (the
 train function traced, oneDNN's kernels picked), the TF Profiler
 (``tf.profiler.experimental.start`` / ``stop``) records ``--steps`` steps. Its XSpace is turned
 into TensorFlow's own op table (the profiler plugin's ``framework_op_stats`` tool, what
 TensorBoard's Profile tab shows), whose self-times are added up by category: matmuls (and
 batched matmuls), softmax, layer norm, GELU, the optimizer update, casts and elementwise ops,
-input pipeline and idle, and the rest. Self-times are summed over every host thread (``IDLE``:
-thread-pool time with no op running), so the shares are of thread time, not of the wall clock;
-the wall time per step is recorded beside them.
+input pipeline and idle, and the rest. Self-times are summed over every host thread, and TF's
+pools hold more threads than there are cores, so the profiler's ``IDLE`` (a pool thread with no
+op) dwarfs the rest. Each category is therefore given three ways: its share of all thread time
+(``share``, IDLE included, as TensorBoard shows it), of the time some op ran (``busy_share``,
+IDLE left out), and of the cores' wall time (``core_share``: self-time over the profiled wall
+seconds times the cores; the categories' core shares add up to how busy the cores were).
 
     python -m benchmarks.train_profile                  # MiniLM, L=256, 20 profiled steps
     python -m benchmarks.train_profile --trace-dir runs/profile   # keep it for TensorBoard
@@ -19,6 +23,7 @@ the wall time per step is recorded beside them.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -58,6 +63,7 @@ MATMUL, SOFTMAX, LAYER_NORM, GELU = "matmul", "softmax", "layer norm", "GELU"
 OPTIMIZER, ELEMENTWISE, INPUT_IDLE, OTHER = (
     "optimizer update", "casts and elementwise", "input pipeline and idle", "other")
 CATEGORIES = (MATMUL, SOFTMAX, LAYER_NORM, GELU, OPTIMIZER, ELEMENTWISE, INPUT_IDLE, OTHER)
+IDLE = "IDLE"  # the profiler's op for a pool thread with nothing to run
 MATMUL_TYPES = {"MatMul", "_FusedMatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3",
                 "_MklMatMul", "_MklBatchMatMulV2", "Einsum"}
 ELEMENTWISE_TYPES = {
@@ -86,7 +92,7 @@ def category(op_type: str, name: str) -> str:
     >>> category("Cast", "model/bert/embeddings/Cast"), category("IDLE", "IDLE")
     ('casts and elementwise', 'input pipeline and idle')
     """
-    if op_type in ("IDLE", "Dataset") or op_type.startswith("Iterator") or "Iterator" in name:
+    if op_type in (IDLE, "Dataset") or op_type.startswith("Iterator") or "Iterator" in name:
         return INPUT_IDLE
     if op_type.startswith(("ResourceApply", "ResourceSparseApply")) or _OPTIMIZER_SCOPE.match(
             name):
@@ -126,20 +132,37 @@ def op_table(xplane: Path) -> tuple[list[dict[str, Any]], float]:
     return rows, covered
 
 
-def breakdown(rows: list[dict[str, Any]], top: int = 5) -> dict[str, Any]:
-    """Self-time per category (microseconds and share of the total), each with its ``top``
-    op types."""
+def breakdown(rows: list[dict[str, Any]], core_microseconds: float,
+              top: int = 5) -> dict[str, Any]:
+    """Self-time per category: microseconds, its share of all thread time, of busy time (the
+    ``IDLE`` op left out) and of ``core_microseconds`` (wall time times cores), each with its
+    ``top`` op types.
+
+    >>> rows = [{"type": "MatMul", "name": "m", "self_us": 60.0},
+    ...         {"type": "Cast", "name": "c", "self_us": 20.0},
+    ...         {"type": "IDLE", "name": "IDLE", "self_us": 320.0}]
+    >>> out = breakdown(rows, core_microseconds=100.0)
+    >>> [round(out["matmul"][k], 2) for k in ("share", "busy_share", "core_share")]
+    [0.15, 0.75, 0.6]
+    >>> round(out["input pipeline and idle"]["busy_share"], 2)
+    0.0
+    """
     per_type: dict[str, dict[str, float]] = {c: defaultdict(float) for c in CATEGORIES}
     for row in rows:
         per_type[category(row["type"], row["name"])][row["type"]] += row["self_us"]
     total = sum(sum(types.values()) for types in per_type.values())
+    idle = per_type[INPUT_IDLE].get(IDLE, 0.0)
+    busy = total - idle
     out = {}
     for name in CATEGORIES:
         types = per_type[name]
         spent = sum(types.values())
+        working = spent - (idle if name == INPUT_IDLE else 0.0)
         out[name] = {
             "microseconds": spent,
             "share": spent / total if total else 0.0,
+            "busy_share": working / busy if busy else 0.0,
+            "core_share": working / core_microseconds if core_microseconds else 0.0,
             "top_ops": [{"type": t, "microseconds": us}
                         for t, us in sorted(types.items(), key=lambda kv: -kv[1])[:top]],
         }
@@ -198,8 +221,15 @@ def profile(args, model_name: str, splits, tokenizer, logdir: str) -> dict[str, 
     """Train B for ``warmup + steps`` steps, profiling the last ``steps``; the op breakdown."""
     import tf_keras
 
+    from tfsent.callbacks import ReseedDropout
     from tfsent.features import encode, make_dataset
-    from tfsent.model import build_model, make_optimizer, precision_policy, resolve_precision
+    from tfsent.model import (
+        build_model,
+        generator_dropout,
+        make_optimizer,
+        precision_policy,
+        resolve_precision,
+    )
 
     train = splits.train
     encoded = encode(tokenizer, train.texts, args.max_length, TRUNCATION, train.labels)
@@ -207,32 +237,48 @@ def profile(args, model_name: str, splits, tokenizer, logdir: str) -> dict[str, 
     dataset = make_dataset(encoded, args.batch_size, shuffle=True, seed=args.seed,
                            max_length=args.max_length).repeat()
     policy = resolve_precision(args.precision)
-    with precision_policy(policy):
+    # fit's step: dropout from seeded generators, reseeded before every step.
+    with precision_policy(policy), generator_dropout():
         tf_keras.utils.set_random_seed(args.seed)
         model = build_model(model_name, splits.label_names, tokenizer)
         model.compile(optimizer=make_optimizer(args.learning_rate, total, 0.1, 0.01))
         callback = profile_steps(logdir, args.warmup_steps, args.steps)
-        model.fit(dataset, epochs=1, steps_per_epoch=total, callbacks=[callback], verbose=0)
+        model.fit(dataset, epochs=1, steps_per_epoch=total,
+                  callbacks=[ReseedDropout(args.seed), callback], verbose=0)
     xplanes = sorted(Path(logdir).rglob("*.xplane.pb"))
     if not xplanes:
         raise RuntimeError(f"the profiler wrote no .xplane.pb under {logdir}")
     rows, covered = op_table(xplanes[-1])
+    cores = os.cpu_count() or 1
+    categories = breakdown(rows, callback.seconds * cores * 1e6)
     return {"precision_policy": policy, "steps_profiled": args.steps,
             "seconds": callback.seconds, "seconds_per_step": callback.seconds / args.steps,
+            "cores": cores,
+            # How busy the cores were while the steps ran: what a faster step can still win.
+            "busy_share_of_core_time": sum(c["core_share"] for c in categories.values()),
             "ops": len(rows), "ops_cover_share_of_host_self_time": covered,
-            "categories": breakdown(rows)}
+            "categories": categories}
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [[name, number(c["microseconds"] / 1e3), f"{100 * c['share']:.1f}%",
+    def percent(c: dict[str, Any], key: str) -> str:
+        return f"{100 * c[key]:.1f}%" if key in c else "-"  # older results lack busy/core
+
+    rows = [[name, number(c["microseconds"] / 1e3), percent(c, "busy_share"),
+             percent(c, "core_share"), percent(c, "share"),
              ", ".join(o["type"] for o in c["top_ops"][:3]) or "-"]
             for name, c in result["categories"].items()]
     s = result["settings"]
-    return (markdown_table(["category", "self time (ms)", "share", "top op types"], rows)
+    busy = result.get("busy_share_of_core_time")
+    cores = (f" The {result['cores']} cores were busy {100 * busy:.0f}% of the profiled wall time."
+             if busy is not None else "")
+    return (markdown_table(["category", "self time (ms)", "of busy time", "of cores x wall",
+                            "of thread time", "top op types"], rows)
             + f"\n\n{s['model']}, max length {s['max_length']}, batch {s['batch_size']}, "
             f"{result['precision_policy']}: {result['steps_profiled']} steps after "
             f"{s['warmup_steps']}, {number(1e3 * result['seconds_per_step'])} ms per step. "
-            "Self-times summed over host threads (IDLE: pool threads with no op).")
+            "Self-times summed over host threads; busy time leaves out IDLE (pool threads with "
+            f"no op), thread time counts it.{cores}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                      "truncation": TRUNCATION, "seed": args.seed,
                      "trace_dir": args.trace_dir},
         **measured,
-        "note": "self-times summed over every host thread; IDLE is thread-pool time with no op "
-                "running, so shares are of thread time, not of the wall clock",
+        "note": "self-times summed over every host thread; share: of all thread time (IDLE, "
+                "thread-pool time with no op running, included); busy_share: of the time some "
+                "op ran; core_share: of the profiled wall time times the cores",
     }
     result = write_result(NAME, argv, args.quick, args.results_dir, numbers, started=started)
     print(table(result))

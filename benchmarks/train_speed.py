@@ -6,8 +6,9 @@
   ``model.fit`` in float32, compiled with the model's built-in loss.
 - **B, tfsent**: ``tfsent.features.encode`` (head+tail) + ``make_dataset`` (length bucketing,
   dynamic padding, prefetch), ``mixed_bfloat16`` where the CPU has native bf16
-  (``--precision auto``); with ``--jit-compile`` also **B+XLA** (XLA, batches padded to bucket
-  boundaries).
+  (``--precision auto``), and ``fit``'s step: dropout drawn from seeded generators, reseeded
+  before every step (``tfsent.callbacks.ReseedDropout``); with ``--jit-compile`` also
+  **B+XLA** (XLA, batches padded to bucket boundaries).
 
 Each config trains a fresh model (same seed, same AdamW schedule) for one epoch of the same
 reviews; the clock runs from the end of batch ``--warmup-batches`` to the end of the epoch
@@ -33,6 +34,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -314,12 +316,16 @@ def train_once(config: Config, args, model_name: str, label_names: list[str], to
     """Train a fresh model with ``config`` for its epochs; time it; score it if ``evaluate``."""
     import tf_keras
 
+    from tfsent.callbacks import ReseedDropout
     from tfsent.evaluate import predict_logits
-    from tfsent.model import build_model, make_optimizer, precision_policy
+    from tfsent.model import build_model, generator_dropout, make_optimizer, precision_policy
 
     tf_keras.backend.clear_session()
+    ours = config.name != USUAL
     try:
-        with precision_policy(config.policy):
+        # tfsent's step is fit's: dropout drawn from seeded generators, reseeded every step
+        # (what makes a resumed run draw what an uninterrupted one drew); the tutorial's is not.
+        with precision_policy(config.policy), (generator_dropout() if ours else nullcontext()):
             tf_keras.utils.set_random_seed(args.seed)
             model = build_model(model_name, label_names, tokenizer)
             optimizer = make_optimizer(args.learning_rate, steps_per_epoch * config.epochs,
@@ -328,7 +334,8 @@ def train_once(config: Config, args, model_name: str, label_names: list[str], to
             stats = count_steps(model)
             timer = make_timer(stats, start_epoch=config.epochs - 1,
                                warmup_batches=0 if config.jit_compile else args.warmup_batches)
-            model.fit(train_ds_fn(), epochs=config.epochs, callbacks=[timer], verbose=0)
+            callbacks = [ReseedDropout(args.seed), timer] if ours else [timer]
+            model.fit(train_ds_fn(), epochs=config.epochs, callbacks=callbacks, verbose=0)
         rows, tokens, squared, real = (int(v) for v in timer.counted)
         run = {"seconds": timer.seconds, "examples": rows, "padded_tokens": tokens,
                "squared_tokens": squared, "real_tokens": real, "retraces": int(timer.retraces)}
@@ -442,8 +449,10 @@ def table(result: dict[str, Any]) -> str:
     s = result["settings"]
     f32, bf16 = peaks["float32"], peaks["bfloat16"]
     native = "native" if bf16.get("native") else "emulated, no native bf16 on this CPU"
+    repeats = ("one run of each (--repeats 1), no medians" if s["repeats"] == 1
+               else f"medians of {s['repeats']} alternating repeats")
     return (f"{text}\n\n{s['model']}, {s['reviews']:,} training reviews, batch {s['batch_size']}, "
-            f"medians of {s['repeats']} alternating repeats; accuracy on {s['eval_samples']:,} "
+            f"{repeats}; accuracy on {s['eval_samples']:,} "
             f"held-out reviews. Matmul peak (best square): float32 "
             f"{number(f32['flops_per_second'] / 1e9)} GFLOP/s ({f32['size']}), bfloat16 "
             f"{number(bf16['flops_per_second'] / 1e9)} GFLOP/s ({bf16['size']}; {native}).")

@@ -75,6 +75,17 @@ def add_verbose_flag(parser: argparse.ArgumentParser, help_text: str = VERBOSE_H
     parser.add_argument("--verbose", action="store_true", help=help_text)
 
 
+def add_model_source_options(parser: argparse.ArgumentParser, saved_model_help: str) -> None:
+    """The one required choice of the commands that score reviews: ``--server`` (TF Serving,
+    or ``tfsent.serve``) or ``--saved-model`` (an export, in this process)."""
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--server",
+        help="TF Serving address: grpc://host:8500, grpcs://..., http://host:8501 or https://...",
+    )
+    where.add_argument("--saved-model", help=saved_model_help)
+
+
 def require_extra(extra: str, modules: Sequence[str] = TRAIN_MODULES,
                   what: str = "this command") -> None:
     """A one-line error naming the extra, and the pip command that adds it to this install

@@ -28,7 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tfsent.cli import add_verbose_flag, configure_logging, require_extra
+from tfsent.cli import (
+    add_model_source_options,
+    add_verbose_flag,
+    configure_logging,
+    require_extra,
+)
 from tfsent.client import (
     DEFAULT_MODEL_NAME,
     DEFAULT_SIGNATURE,
@@ -177,14 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("texts", nargs="*", help="Reviews to predict; '-' reads stdin.")
     parser.add_argument("--file", help="Text file with one review per line ('-' for stdin).")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--server",
-        help="TF Serving address: grpc://host:8500, grpcs://..., http://host:8501 or https://...",
-    )
-    where.add_argument(
-        "--saved-model",
-        help="Export directory, no server needed: a version directory, or the model's base "
+    add_model_source_options(
+        parser, "Export directory, no server needed: a version directory, or the model's base "
         "directory (its newest integer version is used). Needs TensorFlow.",
     )
     add_client_options(parser)

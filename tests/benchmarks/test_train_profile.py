@@ -30,12 +30,17 @@ def test_breakdown_adds_up_self_times():
             {"type": "BatchMatMulV2", "name": "m/self/MatMul", "self_us": 20.0},
             {"type": "IDLE", "name": "IDLE", "self_us": 15.0},
             {"type": "Transpose", "name": "m/self/transpose", "self_us": 5.0}]
-    parts = breakdown(rows)
+    parts = breakdown(rows, core_microseconds=100.0)
     assert list(parts) == list(CATEGORIES)
     assert parts["matmul"]["microseconds"] == 80.0 and parts["matmul"]["share"] == 0.8
     assert [o["type"] for o in parts["matmul"]["top_ops"]] == ["MatMul", "BatchMatMulV2"]
     assert parts["input pipeline and idle"]["share"] == 0.15
     assert parts["other"]["share"] == 0.05 and parts["GELU"]["microseconds"] == 0
+    # Busy time leaves IDLE out: 80 of the 85 microseconds some op ran were matmuls.
+    assert parts["matmul"]["busy_share"] == pytest.approx(80 / 85)
+    assert parts["input pipeline and idle"]["busy_share"] == 0
+    assert parts["matmul"]["core_share"] == pytest.approx(0.8)
+    assert sum(c["busy_share"] for c in parts.values()) == pytest.approx(1.0)
 
 
 def test_train_profile_quick(tmp_path):
@@ -47,9 +52,14 @@ def test_train_profile_quick(tmp_path):
     parts = result["categories"]
     assert list(parts) == list(CATEGORIES)
     assert sum(c["share"] for c in parts.values()) == pytest.approx(1.0)
+    assert sum(c["busy_share"] for c in parts.values()) == pytest.approx(1.0)
+    assert result["cores"] >= 1
+    assert result["busy_share_of_core_time"] == pytest.approx(
+        sum(c["core_share"] for c in parts.values()))
+    assert 0 < result["busy_share_of_core_time"]
     # A training step multiplies matrices, updates weights and normalises layers.
     for name in ("matmul", "optimizer update", "layer norm", "softmax", "GELU"):
         assert parts[name]["microseconds"] > 0, name
     assert {o["type"] for o in parts["matmul"]["top_ops"]} & {"MatMul", "BatchMatMulV2",
                                                               "_FusedMatMul"}
-    assert "| matmul |" in out
+    assert "| matmul |" in out and "of busy time" in out

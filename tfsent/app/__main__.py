@@ -15,7 +15,12 @@ import signal
 import socket
 import sys
 
-from tfsent.cli import add_verbose_flag, configure_logging, install_command
+from tfsent.cli import (
+    add_model_source_options,
+    add_verbose_flag,
+    configure_logging,
+    install_command,
+)
 from tfsent.errors import OneLineArgumentParser, fail, run_cli
 
 DEFAULT_PORT = 8080
@@ -28,14 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         "pasted or uploaded as CSV, model info.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument(
-        "--server",
-        help="TF Serving address: grpc://host:8500, grpcs://..., http://host:8501 or https://...",
-    )
-    where.add_argument(
-        "--saved-model",
-        help="Export directory (its newest integer version, or a version folder), scored in "
+    add_model_source_options(
+        parser, "Export directory (its newest integer version, or a version folder), scored in "
         "this process; no server needed.",
     )
     parser.add_argument("--model-name", default="tfsent", help="Served model name (--server).")
