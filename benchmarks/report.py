@@ -125,9 +125,40 @@ def _long_reviews(r: dict[str, Any]) -> str:
     return f"{text} ({r['settings']['model']})"
 
 
+def _train_profile(r: dict[str, Any]) -> str:
+    c = r["categories"]
+    top = sorted((name for name in c if c[name].get("busy_share")),
+                 key=lambda name: -c[name]["busy_share"])[:3]
+    shares = ", ".join(f"{name} {100 * c[name]['busy_share']:.0f}%" for name in top)
+    return (f"B's training step ({r['settings']['model']}, max length "
+            f"{r['settings']['max_length']}, {r['precision_policy']}): "
+            f"{r['seconds_per_step']:.2f} s; of its busy time **{shares}**; the cores busy "
+            f"{100 * r['busy_share_of_core_time']:.0f}% of the wall time")
+
+
+def _serving_compat(r: dict[str, Any]) -> str:
+    worst = max((o["max_abs_diff"] for o in r["outputs"].values() if "max_abs_diff" in o),
+                default=0.0)
+    verdict = "**agree**" if r["agree"] else "**DISAGREE**"
+    return (f"a TF {r['exported_with']['tensorflow']} export loaded as tensorflow_model_server "
+            f"loads it, in TF {r['loaded_with']['tensorflow']} + tensorflow-text "
+            f"{r['loaded_with']['tensorflow_text']}: {verdict} on {r['reviews']} real reviews "
+            f"(largest difference {worst:.1e})")
+
+
+def _bulk_scoring(r: dict[str, Any]) -> str:
+    best = max(r["scorer"].items(), key=lambda kv: kv[1]["rows_per_second"])
+    big = r["big_input"]
+    return (f"`tfsent.score` over gRPC: **{number(best[1]['rows_per_second'])} rows/s** at "
+            f"concurrency {best[0]}, {best[1]['vs_in_process_best']:.2f}x the export's best "
+            f"in-process rate; peak RSS {number(big['peak_rss_mib'], 0)} MiB on a "
+            f"{number(big['input_bytes'] / 2**20, 0)} MiB input")
+
+
 # name -> (title, one-line summary of its result)
 BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "train_speed": ("Training speed", _train_speed),
+    "train_profile": ("Training profile", _train_profile),
     "accuracy": ("Accuracy", _accuracy),
     "tokenization": ("Tokenization", _tokenization),
     "serving": ("Serving", _serving),
@@ -135,6 +166,8 @@ BENCHMARKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "client_startup": ("Client start-up", _client_startup),
     "reliability": ("Reliability", _reliability),
     "long_reviews": ("Long reviews", _long_reviews),
+    "serving_compat": ("Older TF Serving", _serving_compat),
+    "bulk_scoring": ("Bulk scoring", _bulk_scoring),
 }
 EXPLANATIONS = {
     "train_speed": "A is the usual recipe (pad every review to max length, "
@@ -142,6 +175,19 @@ EXPLANATIONS = {
     "bf16 where the CPU has it). Same model, reviews, seed and lr schedule, but not the same "
     "tokens of a long review: each cuts it its own way ({truncation}). {repeats}; FLOP/s "
     "against a bf16 matmul measured in the same run.",
+    "train_profile": "The TensorFlow Profiler around B's steady-state training steps (the "
+    "step `fit` runs), its op table summed by kind of op. Self-times are summed over every host "
+    "thread, and TensorFlow's pools hold more threads than there are cores: *busy time* leaves "
+    "out IDLE (a pool thread with no op), *cores x wall* is a share of the cores' wall time, "
+    "*thread time* counts IDLE too.",
+    "serving_compat": "A fresh export of this TensorFlow, loaded the way `tensorflow_model_server` "
+    "loads a SavedModel (TF1 `loader.load`, tag `serve`; `import tensorflow_text` stands in for "
+    "the ops TF Serving links statically) in this Python and in one with the older TensorFlow "
+    "and tensorflow-text; both signatures run on the same real reviews.",
+    "bulk_scoring": "`python -m tfsent.score` reading a CSV of real reviews and scoring it "
+    "through `python -m tfsent.serve` (gRPC, server batching) on the same machine, against the "
+    "export's `serving_default` called in-process at its best batch size; then its peak memory "
+    "on a large input, of which it scores every K-th row.",
     "accuracy": "`tfsent.fit` on the IMDB train split minus a stratified 5,000-review "
     "validation split; the published figures are IMDB test-set accuracies.",
     "tokenization": "The exported model's in-graph tokenizer (tensorflow-text, in a "
@@ -172,8 +218,8 @@ EXPLANATIONS = {
     "request to a signature the model lacks (received and parsed, then refused).",
 }
 # The benchmarks whose ``table(result)`` the README shows.
-MODULES = ("train_speed", "accuracy", "tokenization", "serving", "calibration", "client_startup",
-           "reliability", "long_reviews")
+MODULES = ("train_speed", "train_profile", "accuracy", "tokenization", "serving", "calibration",
+           "client_startup", "reliability", "long_reviews", "serving_compat", "bulk_scoring")
 
 
 def benchmark_module(name: str) -> Any:
