@@ -58,12 +58,14 @@ def _accuracy(r: dict[str, Any]) -> str:
     c = r.get("calibration")  # results recorded before calibration have none
     ece = (f"; ECE {100 * c['ece_before']:.1f}% raw, {100 * c['ece_after']:.1f}% at T = "
            f"{c['temperature']:.2f}" if c else "")
+    # Older results lack the preset, the precision and the whole fit's time.
     preset = r["settings"].get("preset")
     recipe = f"preset {preset}" if preset else f"{epochs} epoch(s)"
+    precision = f"{r['precision_policy']}, " if "precision_policy" in r else ""
     fit = (f" ({r['fit_seconds'] / 60:.0f} min the whole fit)" if "fit_seconds" in r else "")
     return (f"**{100 * v['accuracy']:.1f}%** validation accuracy (macro F1 {v['f1_macro']:.3f}) "
             f"on {v['examples']:,} held-out reviews, {r['settings']['model']}, {recipe}, "
-            f"{r['precision_policy']}, trained in {r['train_seconds'] / 60:.0f} min{fit}{ece}; "
+            f"{precision}trained in {r['train_seconds'] / 60:.0f} min{fit}{ece}; "
             f"published (test set): {published}")
 
 

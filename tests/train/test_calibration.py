@@ -402,3 +402,8 @@ def test_report_renders_the_calibration_and_the_accuracy_ece():
     assert header.split(" | ")[3] == "ECE raw -> at T (15 bins)"
     assert ours.split(" | ")[3] == "6.10% -> 1.20% (T = 1.420)"
     assert published.split(" | ")[3] == ""
+    # A preset's run names it, its precision and the whole fit's time next to training's.
+    acc["settings"]["preset"] = "imdb-minilm"
+    acc.update(precision_policy="mixed_bfloat16", fit_seconds=5700.0)
+    assert ("all-MiniLM-L6-v2, preset imdb-minilm, mixed_bfloat16, trained in 91 min (95 min "
+            "the whole fit); ECE") in report._accuracy(acc)
