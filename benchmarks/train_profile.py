@@ -23,7 +23,6 @@ seconds times the cores; the categories' core shares add up to how busy the core
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import usable_cores
 from benchmarks.record import (
     Skipped,
     make_parser,
@@ -249,7 +249,7 @@ def profile(args, model_name: str, splits, tokenizer, logdir: str) -> dict[str, 
     if not xplanes:
         raise RuntimeError(f"the profiler wrote no .xplane.pb under {logdir}")
     rows, covered = op_table(xplanes[-1])
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     categories = breakdown(rows, callback.seconds * cores * 1e6)
     return {"precision_policy": policy, "steps_profiled": args.steps,
             "seconds": callback.seconds, "seconds_per_step": callback.seconds / args.steps,
@@ -261,24 +261,19 @@ def profile(args, model_name: str, splits, tokenizer, logdir: str) -> dict[str, 
 
 
 def table(result: dict[str, Any]) -> str:
-    def percent(c: dict[str, Any], key: str) -> str:
-        return f"{100 * c[key]:.1f}%" if key in c else "-"  # older results lack busy/core
-
-    rows = [[name, number(c["microseconds"] / 1e3), percent(c, "busy_share"),
-             percent(c, "core_share"), percent(c, "share"),
+    rows = [[name, number(c["microseconds"] / 1e3), f"{100 * c['busy_share']:.1f}%",
+             f"{100 * c['core_share']:.1f}%", f"{100 * c['share']:.1f}%",
              ", ".join(o["type"] for o in c["top_ops"][:3]) or "-"]
             for name, c in result["categories"].items()]
     s = result["settings"]
-    busy = result.get("busy_share_of_core_time")
-    cores = (f" The {result['cores']} cores were busy {100 * busy:.0f}% of the profiled wall time."
-             if busy is not None else "")
     return (markdown_table(["category", "self time (ms)", "of busy time", "of cores x wall",
                             "of thread time", "top op types"], rows)
             + f"\n\n{s['model']}, max length {s['max_length']}, batch {s['batch_size']}, "
             f"{result['precision_policy']}: {result['steps_profiled']} steps after "
             f"{s['warmup_steps']}, {number(1e3 * result['seconds_per_step'])} ms per step. "
             "Self-times summed over host threads; busy time leaves out IDLE (pool threads with "
-            f"no op), thread time counts it.{cores}")
+            f"no op), thread time counts it. The {result['cores']} cores were busy "
+            f"{100 * result['busy_share_of_core_time']:.0f}% of the profiled wall time.")
 
 
 def main(argv: list[str] | None = None) -> int:
