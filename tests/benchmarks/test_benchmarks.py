@@ -134,7 +134,7 @@ def test_accuracy_quick_runs_the_preset_as_it_ships(tmp_path):
     train = result["settings"]["fit_config"]["train"]
     # The preset's recipe, not the benchmark's own defaults (lr 5e-5, no decay) ...
     assert train["learning_rate"] == 1e-4 and train["layerwise_lr_decay"] == 0.95
-    assert train["average_last"] == 2 and train["output_dir"] != "runs/imdb-minilm"
+    assert train["backup_every_steps"] == 200 and train["output_dir"] != "runs/imdb-minilm"
     # ... shrunk only where --quick must be quick.
     assert result["settings"]["fit_config"]["model"]["max_length"] == 64
     assert train["epochs"] == 1 and train["gradient_accumulation_steps"] == 1

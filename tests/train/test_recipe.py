@@ -215,7 +215,7 @@ def test_imdb_minilm_preset(minilm_path):
     assert (repo / data.dataset).resolve() == (repo.parent / "shared/data/aclImdb_train.tar.gz")
     assert (model.max_length, model.truncation) == (512, "head+tail")
     assert head_size(model.max_length - 2) == 128  # and 382 from the tail
-    assert (train.epochs, train.batch_size, train.gradient_accumulation_steps) == (2, 16, 2)
-    assert (train.learning_rate, train.layerwise_lr_decay, train.average_last) == (1e-4, 0.95, 2)
-    assert train.backup_every_steps % train.gradient_accumulation_steps == 0
+    # One epoch: what fits the 2-hour budget on a float32-only 2-core CPU.
+    assert (train.epochs, train.batch_size, train.gradient_accumulation_steps) == (1, 16, 1)
+    assert (train.learning_rate, train.layerwise_lr_decay, train.average_last) == (1e-4, 0.95, None)
     RunConfig(data, model, train).check()
